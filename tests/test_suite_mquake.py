@@ -86,7 +86,8 @@ def test_suite_end_to_end_reverts_every_delta() -> None:
 
     before = snapshot(lm.model)
     pre = mquake.pre_scores(lm, records)
-    assert set(pre.values) >= {"MH_pre", "MH_pre_contains", "demos_dropped"}
+    assert set(pre.values) == {"demos_dropped", "generations"}
+    assert all(len(pre.values["generations"][str(r.record.case_id)]) == len(r.record.questions) for r in records)
     assert pre.values["demos_dropped"] > 0  # the tiny model's 256 positions
 
     method = FineTune(FT_HPARAMS)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
 from kepitfalls.data.records import EditRequest, select_subset
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, first_line, matches, mquake_metrics
+from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, multi_hop
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, prompt_ids
 from kepitfalls.suites.common import EditCase, PreScores, applied
@@ -206,23 +206,26 @@ def _instance_scores(lm: LoadedModel, case: MquakeCase) -> InstanceScores:
 
 
 def pre_scores(lm: LoadedModel, records: list[MquakeCase]) -> PreScores:
-    """The unedited model on the multi-hop questions against the ORIGINAL answer (MH_pre), and demos dropped."""
-    exact, contains, dropped, generations = [], [], 0, {}
+    """The unedited model's answers to the multi-hop questions, and the demonstrations dropped to fit.
+
+    Only generations are stored: matching them (MH_pre) is metric code, applied in `evaluate`, so a change
+    of matching re-runs evaluation but never this stage.
+    """
+    dropped, generations = 0, {}
     for case in records:
         p = _prompts(lm, case)
         dropped += p.dropped
-        answers = (case.record.answer, *case.record.answer_alias)
-        gens = _generate(lm, p.questions, case.max_new_tokens)
-        generations[str(case.record.case_id)] = gens
-        exact.append(any(matches(first_line(g), answers, "exact") for g in gens))
-        contains.append(any(matches(first_line(g), answers, "contains") for g in gens))
-    count = max(len(records), 1)
-    return PreScores(values={
-        "MH_pre": 100 * sum(exact) / count,
-        "MH_pre_contains": 100 * sum(contains) / count,
-        "demos_dropped": dropped,
-        "generations": generations,
-    })
+        generations[str(case.record.case_id)] = _generate(lm, p.questions, case.max_new_tokens)
+    return PreScores(values={"demos_dropped": dropped, "generations": generations})
+
+
+def _unedited_attempts(records: list[MquakeCase], pre: PreScores) -> list[tuple[Attempt, ...]]:
+    """The unedited answers to each instance's questions, against its ORIGINAL answer and aliases."""
+    generations = pre.values["generations"]
+    return [
+        tuple(Attempt(g, (c.record.answer, *c.record.answer_alias)) for g in generations[str(c.record.case_id)])
+        for c in records
+    ]
 
 
 def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
@@ -231,7 +234,9 @@ def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta
     for case in records:
         with applied(lm, deltas, [str(case.record.case_id)]):
             instances.append(_instance_scores(lm, case))
-    metrics = mquake_metrics(instances)
-    metrics["MH_pre"] = float(pre.values["MH_pre"])
-    metrics["MH_pre_contains"] = float(pre.values["MH_pre_contains"])
-    return metrics
+    unedited = _unedited_attempts(records, pre)
+    return {
+        **mquake_metrics(instances),
+        "MH_pre": multi_hop(unedited, "exact"),
+        "MH_pre_contains": multi_hop(unedited, "contains"),
+    }
