@@ -21,7 +21,7 @@ from kepitfalls.methods.KN import (
 )
 from kepitfalls.methods.layers import Batch, subject_reprs
 from kepitfalls.methods.MEMIT import MEMIT, layer_update, request_keys, template_groups
-from kepitfalls.methods.stats import save_stats, second_moment, stats_file
+from kepitfalls.methods.stats import save_stats, second_moments, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel, wrap
 from kepitfalls.models.tiny import tiny_gptj, tiny_llama, tiny_tokenizer
@@ -111,9 +111,9 @@ def test_memit_joint_update_solves_the_least_squares_problem(tmp_path: Path, tem
     lm = wrap("tiny-gptj", model, tok, "tiny-gptj")
     layers = MEMIT_HP["layers"]
     corpus = torch.randint(0, len(tok), (16, 40), generator=torch.Generator().manual_seed(0))
+    moments, count = second_moments(lm, [lm.arch.mlp_out.format(layer) for layer in layers], corpus, batch_size=8)
     for layer in layers:
-        mom2, count = second_moment(lm, lm.arch.mlp_out.format(layer), corpus, batch_size=8)
-        save_stats(stats_file(tmp_path, layer), mom2.float(), count, {"corpus": "random"})
+        save_stats(stats_file(tmp_path, layer), moments[lm.arch.mlp_out.format(layer)].float(), count, {"corpus": "random"})
     hp = {**MEMIT_HP, "mom2_adjustment": True, "mom2_update_weight": 30.0}
     artifacts = Artifacts(templates_file=templates_file, stats_dir=tmp_path)
     method = MEMIT(hp, artifacts)
@@ -178,6 +178,20 @@ def test_integrated_gradients_are_complete(lm: LoadedModel) -> None:
                 zeroed = torch.softmax(lm.model(input_ids=batch.input_ids).logits[0, -1].float(), -1)[token]
             difference = (full - zeroed).item()
             assert abs(scores[layer].sum().item() - difference) <= 0.02 * abs(difference) + 1e-7
+
+
+@pytest.mark.parametrize("name", ["gptj", "llama"])
+def test_last_token_attribution_equals_whole_prompt_passes(name: str) -> None:
+    """The cached-prefix, one-token passes give the scores of re-running the whole prompt."""
+    model, tok = BUILDERS[name]()
+    lm = wrap(f"tiny-{name}", model, tok, f"tiny-{name}")
+    ids = prompt_ids(lm.tokenizer, "The Eiffel Tower is located in the city of")
+    token = target_ids(lm.tokenizer, "Paris")[0]
+    fast = attribution_scores(lm, ids, token, steps=6, batch_size=4)
+    slow = attribution_scores(lm, ids, token, steps=6, batch_size=4, fast=False)
+    scale = float(slow.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_select_neurons_thresholds_and_refines() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from kepitfalls.methods.layers import (
 )
 from kepitfalls.methods.ROME import ROME
 from kepitfalls.methods.value import optimise_output
-from kepitfalls.methods.stats import save_stats, second_moment, stats_file
+from kepitfalls.methods.stats import load_second_moment, save_stats, second_moments, stats_file
 from kepitfalls.models.adapters import get_module, linear_weight
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import mean_target_prob
@@ -105,12 +106,17 @@ def test_rome_mom2_adjustment_whitens_the_key(tiny_lm: LoadedModel, tmp_path: Pa
     layer = ROME_HPARAMS["layer"]
     module = tiny_lm.arch.mlp_out.format(layer)
     corpus = torch.randint(2, len(tiny_lm.tokenizer), (24, 64), generator=torch.Generator().manual_seed(0))
-    mom2, count = second_moment(tiny_lm, module, corpus, batch_size=8)
+    shallower = tiny_lm.arch.mlp_out.format(layer - 1)
+    moments, count = second_moments(tiny_lm, [module, shallower], corpus, batch_size=8)
+    mom2 = moments[module]
     assert count == 24 * 64 and mom2.dtype == torch.float64
-    # The statistic is what it says: the uncentred second moment of the module inputs over every token.
-    keys, _ = capture(tiny_lm, module, Batch(corpus[:8], torch.ones_like(corpus[:8])))
-    partial = keys.reshape(-1, keys.shape[-1]).double()
-    torch.testing.assert_close(partial.T @ partial / partial.shape[0], second_moment(tiny_lm, module, corpus[:8], 4)[0])
+    # The statistic is what it says: the uncentred second moment of the module inputs over every token,
+    # and one pass for two layers gives what a pass per layer gives.
+    for name in (module, shallower):
+        keys, _ = capture(tiny_lm, name, Batch(corpus[:8], torch.ones_like(corpus[:8])))
+        partial = keys.reshape(-1, keys.shape[-1]).double()
+        torch.testing.assert_close(partial.T @ partial / partial.shape[0], second_moments(tiny_lm, [name], corpus[:8], 4)[0][name])
+        torch.testing.assert_close(moments[name], second_moments(tiny_lm, [name], corpus, 8)[0][name])
     assert int(torch.linalg.matrix_rank(mom2)) == mom2.shape[0]
 
     stats_dir = tmp_path / "stats"
@@ -131,6 +137,20 @@ def test_rome_mom2_adjustment_whitens_the_key(tiny_lm: LoadedModel, tmp_path: Pa
     _, out_after = key_and_output(tiny_lm, layer, EIFFEL)
     delta.revert(tiny_lm.model)
     assert float((out_after - v_star).norm() / v_star.norm()) < 1e-4
+
+
+def test_second_moment_loader_serves_c_and_its_inverse_and_sees_rewrites(tmp_path: Path) -> None:
+    """ROME (C⁻¹) and MEMIT (C) read one cached loader; a rewritten file is read again, not served stale."""
+    path = stats_file(tmp_path, 3)
+    first = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+    save_stats(path, first, 10, {"corpus": "hand"})
+    torch.testing.assert_close(load_second_moment(path), first)
+    torch.testing.assert_close(load_second_moment(path, inverse=True), torch.tensor([[0.6, -0.2], [-0.2, 0.4]]))
+    assert load_second_moment(path, inverse=True) is load_second_moment(path, inverse=True)
+    second = torch.tensor([[4.0, 0.0], [0.0, 5.0]])
+    time.sleep(0.01)
+    save_stats(path, second, 10, {"corpus": "hand"})
+    torch.testing.assert_close(load_second_moment(path, inverse=True), torch.tensor([[0.25, 0.0], [0.0, 0.2]]))
 
 
 CONTEXT_TEMPLATES = ["{}", "The Colosseum is in Rome. {}", "Hello. {}", "Question: who wrote Hamlet? Answer: William. {}"]

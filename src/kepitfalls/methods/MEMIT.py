@@ -31,18 +31,16 @@ Choices the reference leaves open, or where this implementation differs:
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file
 
 from kepitfalls.deltas.codecs import LowRankDelta
 from kepitfalls.methods.base import Artifacts, EditMethod, EditRequest
 from kepitfalls.methods.layers import subject_reprs
-from kepitfalls.methods.stats import stats_file
+from kepitfalls.methods.stats import load_second_moment, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel
 
@@ -82,16 +80,6 @@ def request_keys(lm: LoadedModel, module: str, requests: Sequence[EditRequest], 
     return torch.stack(columns, dim=1)
 
 
-@functools.lru_cache(maxsize=8)
-def _load_second_moment(path: str, _mtime_ns: int) -> torch.Tensor:
-    return load_file(path)["mom2"]
-
-
-def second_moment_matrix(path: Path) -> torch.Tensor:
-    """C for one layer as stored by the stats stage, cached per process (reloaded if the file changes)."""
-    return _load_second_moment(str(path), path.stat().st_mtime_ns)
-
-
 def layer_update(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor | None, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, V) with U Vᵀ = R Kᵀ (λC + K Kᵀ)⁻¹: U = R, V = (λC + K Kᵀ)⁻¹ K, solved in float64.
 
@@ -126,7 +114,7 @@ class MEMIT(EditMethod):
             return None
         if self.artifacts.stats_dir is None:
             raise ValueError("MEMIT with mom2_adjustment needs second-moment statistics (the stats stage)")
-        return second_moment_matrix(stats_file(self.artifacts.stats_dir, layer))
+        return load_second_moment(stats_file(self.artifacts.stats_dir, layer))
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:
         if not requests:

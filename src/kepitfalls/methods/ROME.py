@@ -18,7 +18,7 @@ import torch
 from kepitfalls.deltas.codecs import LowRankDelta
 from kepitfalls.methods.base import EditMethod, EditRequest
 from kepitfalls.methods.layers import Batch, capture, subject_last_index, subject_reprs
-from kepitfalls.methods.stats import inverse_second_moment, stats_file
+from kepitfalls.methods.stats import load_second_moment, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
@@ -32,7 +32,7 @@ def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict
     if hparams["mom2_adjustment"]:
         if stats_dir is None:
             raise ValueError("ROME with mom2_adjustment needs second-moment statistics (the stats stage)")
-        key = inverse_second_moment(str(stats_file(stats_dir, layer))).to(key.device) @ key
+        key = load_second_moment(stats_file(stats_dir, layer), inverse=True).to(key.device) @ key
     return key / key.norm()
 
 

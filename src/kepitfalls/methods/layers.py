@@ -70,23 +70,41 @@ def capture(
     lm: LoadedModel, module_name: str, batch: Batch, want_output: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The input (and optionally output) of one module for a batch; stops the forward pass right after it."""
-    captured: dict[str, torch.Tensor] = {}
+    return capture_many(lm, [module_name], batch, want_output)[module_name]
 
-    def hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        captured["input"] = args[0].detach()
-        if want_output:
-            captured["output"] = (output[0] if isinstance(output, tuple) else output).detach()
-        raise _StopForward
 
-    handle = get_module(lm.model, module_name).register_forward_hook(hook)
+def capture_many(
+    lm: LoadedModel, module_names: Sequence[str], batch: Batch, want_output: bool = False
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Input (and optionally output) of several modules from ONE forward pass, stopped once all are seen.
+
+    One pass serves every layer the statistics need, instead of one truncated pass per layer.
+    """
+    wanted = set(module_names)
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def hook_for(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            out = (output[0] if isinstance(output, tuple) else output).detach() if want_output else None
+            captured[name] = (args[0].detach(), out)
+            if set(captured) == wanted:
+                raise _StopForward
+
+        return hook
+
+    handles = [get_module(lm.model, name).register_forward_hook(hook_for(name)) for name in wanted]
     try:
         with torch.no_grad():
             lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    return captured["input"], captured.get("output")
+        for handle in handles:
+            handle.remove()
+    missing = wanted - set(captured)
+    if missing:
+        raise ValueError(f"modules {sorted(missing)} did not run in the forward pass")
+    return captured
 
 
 @contextmanager

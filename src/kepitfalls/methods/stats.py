@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from kepitfalls.atomic import atomic_path
-from kepitfalls.methods.layers import Batch, capture
+from kepitfalls.methods.layers import Batch, capture_many
 from kepitfalls.models.loading import LoadedModel
 
 SELF_SAMPLED = "self-sampled"
@@ -62,18 +63,23 @@ def wikipedia_corpus(tokenizer, samples: int, length: int, seed: int) -> torch.T
 
 
 @torch.no_grad()
-def second_moment(lm: LoadedModel, module_name: str, corpus: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, int]:
-    """(Σ k kᵀ / n, n) over every token of the corpus, accumulated in float64."""
-    total: torch.Tensor | None = None
+def second_moments(lm: LoadedModel, module_names: Sequence[str], corpus: torch.Tensor, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
+    """({module: Σ k kᵀ / n}, n) over every token of the corpus, accumulated in float64.
+
+    Every module's inputs come from one forward pass per batch, stopped after the deepest of them.
+    """
+    totals: dict[str, torch.Tensor] = {}
     count = 0
     for begin in range(0, corpus.shape[0], batch_size):
         ids = corpus[begin : begin + batch_size].to(lm.model.device)
-        keys, _ = capture(lm, module_name, Batch(ids, torch.ones_like(ids)))
-        flat = keys.reshape(-1, keys.shape[-1]).double()
-        total = flat.T @ flat if total is None else total + flat.T @ flat
-        count += flat.shape[0]
-    assert total is not None
-    return total / count, count
+        captured = capture_many(lm, module_names, Batch(ids, torch.ones_like(ids)))
+        for name, (keys, _) in captured.items():
+            flat = keys.reshape(-1, keys.shape[-1]).double()
+            totals[name] = flat.T @ flat if name not in totals else totals[name] + flat.T @ flat
+        count += ids.numel()
+    if not count:
+        raise ValueError("the statistics corpus is empty")
+    return {name: totals[name] / count for name in module_names}, count
 
 
 def stats_file(stats_dir: Path, layer: int) -> Path:
@@ -87,8 +93,15 @@ def save_stats(path: Path, mom2: torch.Tensor, count: int, key: dict[str, str]) 
         save_file({"mom2": mom2.contiguous()}, str(tmp), metadata={**key, "count": str(count)})
 
 
-@functools.lru_cache(maxsize=16)
-def inverse_second_moment(path: str) -> torch.Tensor:
-    """C⁻¹ for one layer, inverted in float64 and cached per process (one inversion per layer)."""
-    mom2 = load_file(path)["mom2"].double()
-    return torch.linalg.inv(mom2).float()
+def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
+    """C as the stats stage stored it, or C⁻¹ (inverted in float64), for ROME and MEMIT alike.
+
+    Cached per process and file version, so each layer is read and inverted once however many edits use it.
+    """
+    return _cached_second_moment(str(path), path.stat().st_mtime_ns, inverse)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_second_moment(path: str, _mtime_ns: int, inverse: bool) -> torch.Tensor:
+    mom2 = load_file(path)["mom2"]
+    return torch.linalg.inv(mom2.double()).float() if inverse else mom2
