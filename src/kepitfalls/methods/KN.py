@@ -35,8 +35,9 @@ Choices the reference leaves open, or where this implementation differs from it:
   the prediction embedding when the new target is one token and adds each target token once (×1), and
   never reads `lr_scale` (EasyEdit keeps it at 1.0).
 - `steps` need not be a multiple of `batch_size` (the reference asserts it is).
-- Speed: the blocks below each attributed layer run once per prompt and the scaled passes restart from the
-  cached residual (architectures whose embeddings enter the residual unchanged).
+- Speed: the blocks below each attributed layer run once per prompt, and the scaled passes run only the
+  last token from the attributed block on, the earlier tokens' keys and values cached (architectures whose
+  embeddings enter the residual unchanged; GPT-2 re-runs the whole prompt). Same scores up to rounding.
 The delta stores only the changed slices (DenseDelta with indices on the raw parameter).
 """
 
@@ -51,7 +52,7 @@ from torch import nn
 
 from kepitfalls.deltas.codecs import DenseDelta
 from kepitfalls.methods.base import EditMethod, EditRequest
-from kepitfalls.methods.layers import Batch, normed_hidden
+from kepitfalls.methods.layers import Batch, backbone, normed_hidden, only_layers
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import prompt_ids, target_ids
@@ -107,13 +108,51 @@ def _baseline(lm: LoadedModel, batch: Batch, position: int) -> tuple[list[torch.
     return residuals, activations, logits  # type: ignore[return-value]
 
 
-def attribution_scores(lm: LoadedModel, ids: list[int], token: int, steps: int, batch_size: int) -> torch.Tensor:
-    """Integrated gradients (layers × neurons) of P(token | ids) w.r.t. the neurons at the last position."""
+class _LastTokenFromBlock:
+    """The final-normed hidden state at a prompt's last token, re-run from any block on that token alone.
+
+    A change to the last token's neurons cannot reach the earlier tokens (causal attention), so their
+    keys and values at every block are computed once, and each scaled pass runs one query token through
+    the remaining blocks instead of the whole prompt. Exact up to float rounding; needs an architecture
+    whose embeddings enter the residual stream unchanged and a prompt of two tokens or more.
+    """
+
+    def __init__(self, lm: LoadedModel, ids: list[int], residuals: list[torch.Tensor | None]) -> None:
+        from transformers import DynamicCache
+
+        self.lm, self.residuals, self.position = lm, residuals, len(ids) - 1
+        self.cache = DynamicCache(config=lm.model.config)
+        with torch.no_grad():
+            backbone(lm)(input_ids=torch.tensor([ids[:-1]], device=lm.model.device), past_key_values=self.cache, use_cache=True)
+        self.prefix = [(layer.keys, layer.values) for layer in self.cache.layers]
+
+    def hidden(self, block: int, rows: int) -> torch.Tensor:
+        """(rows, 1, d): blocks `block..` run on the last token's residual entering `block`, copied `rows` times."""
+        for layer, (keys, values) in zip(self.cache.layers, self.prefix):
+            layer.keys, layer.values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
+        residual = self.residuals[block]
+        assert residual is not None
+        device = residual.device
+        with only_layers(self.lm.model, self.lm.arch, block, num_layers(self.lm.model)):
+            return backbone(self.lm)(
+                inputs_embeds=residual[:, -1:].expand(rows, -1, -1),
+                position_ids=torch.full((rows, 1), self.position, device=device),
+                past_key_values=self.cache, use_cache=True,
+            ).last_hidden_state
+
+
+def attribution_scores(lm: LoadedModel, ids: list[int], token: int, steps: int, batch_size: int, fast: bool = True) -> torch.Tensor:
+    """Integrated gradients (layers × neurons) of P(token | ids) w.r.t. the neurons at the last position.
+
+    `fast` re-runs only the last token from each attributed block (`_LastTokenFromBlock`) where that is
+    exact; otherwise each scaled pass runs the whole prompt (from the block's cached residual if it can).
+    """
     device = lm.model.device
     batch = Batch.from_ids([ids], lm.tokenizer.pad_token_id, device)
     position = len(ids) - 1
     depth = num_layers(lm.model)
     residuals, activations, _ = _baseline(lm, batch, position)
+    last_token = _LastTokenFromBlock(lm, ids, residuals) if fast and lm.arch.embeds_are_residual and len(ids) > 1 else None
     lm_head = get_module(lm.model, lm.arch.lm_head)
     alphas = torch.linspace(0, 1, steps, device=device)
     scores = []
@@ -123,12 +162,16 @@ def attribution_scores(lm: LoadedModel, ids: list[int], token: int, steps: int, 
         for chunk in alphas.split(batch_size):
             rows = len(chunk)
             scaled = (chunk[:, None] * base[None]).requires_grad_(True)
-            sub = Batch(batch.input_ids.expand(rows, -1), batch.attention_mask.expand(rows, -1))
-            residual = residuals[layer]
-            residual = residual.expand(rows, -1, -1) if residual is not None else None
-            with replace_input_at(lm.model, lm.arch.mlp_out.format(layer), position, scaled):
-                hidden = normed_hidden(lm, residual, sub, layer, depth)
-            probs = torch.softmax(lm_head(hidden[:, position]).float(), dim=-1)[:, token]
+            if last_token is not None:
+                with replace_input_at(lm.model, lm.arch.mlp_out.format(layer), 0, scaled):
+                    last = last_token.hidden(layer, rows)[:, 0]
+            else:
+                sub = Batch(batch.input_ids.expand(rows, -1), batch.attention_mask.expand(rows, -1))
+                residual = residuals[layer]
+                residual = residual.expand(rows, -1, -1) if residual is not None else None
+                with replace_input_at(lm.model, lm.arch.mlp_out.format(layer), position, scaled):
+                    last = normed_hidden(lm, residual, sub, layer, depth)[:, position]
+            probs = torch.softmax(lm_head(last).float(), dim=-1)[:, token]
             (grad,) = torch.autograd.grad(probs.sum(), scaled)
             grads += grad.sum(0)
         scores.append(base * grads / steps)
