@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_models import build_deltas, build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
+from kepitfalls.data.pitfalls import BENCHMARK
 from kepitfalls.deltas import DenseDelta
 from kepitfalls.methods.FT import FineTune
 from kepitfalls.models.loading import LoadedModel
@@ -24,7 +25,7 @@ KEYS = {
     "coverage_CS", "coverage_CM", "coverage_Succ", "coverage_cases",
 }
 
-pytestmark = pytest.mark.skipif(not (RAW_ROOT / conflict.BENCHMARK).is_dir(), reason="no benchmark mirror")
+pytestmark = pytest.mark.skipif(not (RAW_ROOT / BENCHMARK).is_dir(), reason="no benchmark mirror")
 
 
 @pytest.fixture(scope="module")
@@ -131,5 +132,5 @@ def test_no_op_edits_leave_cm_and_tied_fact_damage_at_zero(lm: LoadedModel, item
 
 
 def test_unknown_kind_is_rejected(lm: LoadedModel) -> None:
-    with pytest.raises(ValueError, match="unknown ConflictEdit kind"):
+    with pytest.raises(ValueError, match="unknown kind .sideways."):
         conflict.select(lm, RAW_ROOT, {**CONFIG, "kinds": ["sideways"]})

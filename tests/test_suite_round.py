@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_models import build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
-from kepitfalls.data.pitfalls import Entity, Relation, RoundEdit, RoundEditRecord
+from kepitfalls.data.pitfalls import BENCHMARK, Entity, Relation, RoundEdit, RoundEditRecord
 from kepitfalls.deltas import DenseDelta
 from kepitfalls.methods.FT import FineTune
 from kepitfalls.models.loading import LoadedModel
@@ -21,7 +21,7 @@ FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "o
 NAMES = ("Succ", "D", "D_js", "IR", "FR")
 KEYS = {f"{prefix}{name}" for prefix in ("", "easy_", "hard_") for name in (*NAMES, "cases")}
 
-pytestmark = pytest.mark.skipif(not (RAW_ROOT / round_suite.BENCHMARK).is_dir(), reason="no benchmark mirror")
+pytestmark = pytest.mark.skipif(not (RAW_ROOT / BENCHMARK).is_dir(), reason="no benchmark mirror")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
-from .records import Fields, json_object, json_records, resolve
+from .records import Fields, json_object, json_records, resolve, select_subset
 
 MODELS = ("GPT-J", "GPT2-XL")
 CONFLICT_KINDS = ("reverse", "composite", "coverage")
 ROUND_KINDS = ("easy", "hard")
 PROMPT_KINDS = ("conflict", "round")
+BENCHMARK = "pitfalls_conflictedit_roundedit"  # the registry's folder under data/raw
 
 
 @dataclass(frozen=True)
@@ -145,3 +147,20 @@ def load_relation_prompts(path: Path, model: str = "GPT-J", kind: str = "conflic
     relpath = f"{_check_choice(model, MODELS, 'model')}/{_check_choice(kind, PROMPT_KINDS, 'kind')}_prompts.json"
     table = json_object(resolve(path, relpath))
     return {relation: table.texts(relation) for relation in table.data}
+
+
+def select_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, Any]]]:
+    """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite runs on: the task's relation
+    paraphrases, and a seeded subset of `config["size"]` records of each of `config["kinds"]` as (kind, record).
+
+    `config` may name another `benchmark` folder under `raw_root` and the `model_folder` (GPT-J by default).
+    """
+    folder = raw_root / config.get("benchmark", BENCHMARK)
+    model = config.get("model_folder", MODELS[0])
+    load = load_conflict_edit if _check_choice(task, PROMPT_KINDS, "task") == "conflict" else load_round_edit
+    chosen = [
+        (kind, record)
+        for kind in config["kinds"]
+        for record in select_subset(load(folder, model, kind), config["size"], config["seed"])
+    ]
+    return load_relation_prompts(folder, model, task), chosen

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import mean
 
+from kepitfalls.metrics.grouping import group_by_label
+
 KINDS = ("reverse", "composite", "coverage")
 #: The kinds whose second edit has an "implicit" CS variant in the reference.
 IMPLICIT_KINDS = ("reverse", "composite")
@@ -93,14 +95,7 @@ def _kind_metrics(kind: str, cases: list[ConflictScores]) -> dict[str, float]:
 def conflict_metrics(cases: list[ConflictScores]) -> dict[str, float]:
     """Per kind present: `<kind>_CS`, `<kind>_CM` (×100), `<kind>_CS_implicit` (reverse, composite),
     `composite_TFD` and `composite_TFD_e2only` (×100, unclipped), `coverage_Succ` (×100), `<kind>_cases`."""
-    if not cases:
-        raise ValueError("no ConflictEdit records to summarise")
-    unknown = {c.kind for c in cases} - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown ConflictEdit kinds {sorted(unknown)}; expected {KINDS}")
     metrics: dict[str, float] = {}
-    for kind in KINDS:
-        of_kind = [c for c in cases if c.kind == kind]
-        if of_kind:
-            metrics.update(_kind_metrics(kind, of_kind))
+    for kind, of_kind in group_by_label(cases, lambda c: c.kind, KINDS, "ConflictEdit").items():
+        metrics.update(_kind_metrics(kind, of_kind))
     return metrics

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import mean
 
+from kepitfalls.metrics.grouping import group_by_label
+
 COLUMNS = ("OA", "DN")
 
 
@@ -58,18 +60,11 @@ def locality_metrics(edits: Sequence[EditScores], ot_pre: float) -> dict[str, fl
 
     `ot_pre` is the unedited PIQA accuracy in [0, 1]; OT_ratio is left out when it is 0 (undefined).
     """
-    if not edits:
-        raise ValueError("no locality edits to summarise")
-    unknown = {e.column for e in edits} - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown locality columns {sorted(unknown)}; expected {COLUMNS}")
     metrics: dict[str, float] = {}
-    for column in COLUMNS:
-        rows = [e.agreement for e in edits if e.column == column]
-        if rows:
-            if any(not r for r in rows):
-                raise ValueError(f"a {column} record has no probes")
-            metrics[column] = 100 * mean(mean(r) for r in rows)
+    for column, of_column in group_by_label(edits, lambda e: e.column, COLUMNS, "locality").items():
+        if any(not e.agreement for e in of_column):
+            raise ValueError(f"a {column} record has no probes")
+        metrics[column] = 100 * mean(mean(e.agreement) for e in of_column)
     metrics["OT"] = 100 * mean(e.piqa_accuracy for e in edits)
     metrics["OT_pre"] = 100 * ot_pre
     if ot_pre > 0:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import mean
 
+from kepitfalls.metrics.grouping import group_by_label
+
 COLUMNS = ("SR", "RR", "OH")
 
 
@@ -47,15 +49,8 @@ def portability_metrics(records: Sequence[RecordScores], suffix: str = "") -> di
 
     `suffix` names the model state ("" after the edit, "_pre" for the unedited model): `SR_pre`, `SR_em_pre`.
     """
-    if not records:
-        raise ValueError("no portability records to summarise")
-    unknown = {r.column for r in records} - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown portability columns {sorted(unknown)}; expected {COLUMNS}")
     metrics: dict[str, float] = {}
-    for column in COLUMNS:
-        rows = [r for r in records if r.column == column]
-        if rows:
-            metrics[f"{column}{suffix}"] = _column_mean([r.token_accuracy for r in rows])
-            metrics[f"{column}_em{suffix}"] = _column_mean([r.exact_match for r in rows])
+    for column, rows in group_by_label(records, lambda r: r.column, COLUMNS, "portability").items():
+        metrics[f"{column}{suffix}"] = _column_mean([r.token_accuracy for r in rows])
+        metrics[f"{column}_em{suffix}"] = _column_mean([r.exact_match for r in rows])
     return metrics

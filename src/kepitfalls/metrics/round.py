@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Sequence
 
+from kepitfalls.metrics.grouping import group_by_label
+
 KINDS = ("easy", "hard")
 #: torch.nn.functional.normalize's default eps: the L1 norm is clamped below at it.
 NORMALIZE_EPS = 1e-12
@@ -107,15 +109,9 @@ def _summary(rows: list[dict[str, float]], prefix: str = "") -> dict[str, float]
 def round_metrics(cases: list[RoundScores]) -> dict[str, float]:
     """Pooled `Succ`, `D` (reference: JS/n), `D_js` (true JS), `IR`, `FR`, all ×100, over every record;
     the same per kind as `easy_Succ`, `hard_D`, ...; and the record counts (`cases`, `easy_cases`, ...)."""
-    if not cases:
-        raise ValueError("no RoundEdit records to summarise")
-    unknown = {c.kind for c in cases} - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown RoundEdit kinds {sorted(unknown)}; expected {KINDS}")
     rows = [(c.kind, _record(c)) for c in cases]
-    metrics = _summary([row for _, row in rows])
-    for kind in KINDS:
-        of_kind = [row for k, row in rows if k == kind]
-        if of_kind:
-            metrics.update(_summary(of_kind, f"{kind}_"))
+    groups = group_by_label(rows, lambda row: row[0], KINDS, "RoundEdit")
+    metrics = _summary([record for _, record in rows])
+    for kind, of_kind in groups.items():
+        metrics.update(_summary([record for _, record in of_kind], f"{kind}_"))
     return metrics

@@ -16,16 +16,14 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from kepitfalls.data.pitfalls import ConflictEdit, ConflictEditRecord, load_conflict_edit, load_relation_prompts
-from kepitfalls.data.records import EditRequest, fill, select_subset
+from kepitfalls.data.pitfalls import ConflictEdit, ConflictEditRecord, select_pitfalls
+from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.conflict import KINDS, ConflictScores, conflict_metrics
+from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, applied
 
-BENCHMARK = "pitfalls_conflictedit_roundedit"
-DEFAULT_MODEL_FOLDER = "GPT-J"
 #: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
 SCORE_BATCH = 64
 #: The kinds that also edit e2 alone on the unedited model.
@@ -105,19 +103,13 @@ def _relations(record: ConflictEditRecord) -> set[str]:
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[ConflictItem]:
     """A seeded subset of `size` records from each kind's file, with the paraphrases they need."""
-    folder = raw_root / config.get("benchmark", BENCHMARK)
-    model_folder = config.get("model_folder", DEFAULT_MODEL_FOLDER)
-    prompts = load_relation_prompts(folder, model_folder, "conflict")
+    prompts, chosen = select_pitfalls(raw_root, config, "conflict")
     items: list[ConflictItem] = []
-    for kind in config["kinds"]:
-        if kind not in KINDS:
-            raise ValueError(f"unknown ConflictEdit kind {kind!r}; expected one of {KINDS}")
-        pool = load_conflict_edit(folder, model_folder, kind)
-        for record in select_subset(pool, config["size"], config["seed"]):
-            missing = _relations(record) - set(prompts)
-            if missing:
-                raise KeyError(f"{kind} record {record.case_id}: no paraphrases for relations {sorted(missing)}")
-            items.append(ConflictItem(kind, record, {r: prompts[r] for r in sorted(_relations(record))}))
+    for kind, record in chosen:
+        missing = _relations(record) - set(prompts)
+        if missing:
+            raise KeyError(f"{kind} record {record.case_id}: no paraphrases for relations {sorted(missing)}")
+        items.append(ConflictItem(kind, record, {r: prompts[r] for r in sorted(_relations(record))}))
     return items
 
 

@@ -15,16 +15,14 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from kepitfalls.data.pitfalls import RoundEditRecord, load_relation_prompts, load_round_edit
-from kepitfalls.data.records import EditRequest, fill, select_subset
+from kepitfalls.data.pitfalls import RoundEditRecord, select_pitfalls
+from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.round import KINDS, RoundScores, round_metrics
+from kepitfalls.metrics.round import RoundScores, round_metrics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, applied
 
-BENCHMARK = "pitfalls_conflictedit_roundedit"
-DEFAULT_MODEL_FOLDER = "GPT-J"
 #: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
 SCORE_BATCH = 64
 
@@ -62,20 +60,15 @@ def others(record: RoundEditRecord) -> list[str]:
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[RoundItem]:
     """A seeded subset of `size` records from each kind's file, with their relation's paraphrases."""
-    folder = raw_root / config.get("benchmark", BENCHMARK)
-    model_folder = config.get("model_folder", DEFAULT_MODEL_FOLDER)
-    prompts = load_relation_prompts(folder, model_folder, "round")
+    prompts, chosen = select_pitfalls(raw_root, config, "round")
     items: list[RoundItem] = []
-    for kind in config["kinds"]:
-        if kind not in KINDS:
-            raise ValueError(f"unknown RoundEdit kind {kind!r}; expected one of {KINDS}")
-        for record in select_subset(load_round_edit(folder, model_folder, kind), config["size"], config["seed"]):
-            relation = record.edit.relation.id
-            if relation not in prompts:
-                raise KeyError(f"{kind} record {record.case_id}: no paraphrases for relation {relation}")
-            if record.edit.object.label not in [o.label for o in record.true_objects]:
-                raise ValueError(f"{kind} record {record.case_id}: the object is not among the true objects")
-            items.append(RoundItem(kind, record, prompts[relation]))
+    for kind, record in chosen:
+        relation = record.edit.relation.id
+        if relation not in prompts:
+            raise KeyError(f"{kind} record {record.case_id}: no paraphrases for relation {relation}")
+        if record.edit.object.label not in [o.label for o in record.true_objects]:
+            raise ValueError(f"{kind} record {record.case_id}: the object is not among the true objects")
+        items.append(RoundItem(kind, record, prompts[relation]))
     return items
 
 
