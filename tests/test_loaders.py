@@ -17,7 +17,7 @@ from kepitfalls.data.nq import load_nq
 from kepitfalls.data.piqa import load_piqa
 from kepitfalls.data.pitfalls import load_conflict_edit, load_relation_prompts, load_round_edit
 from kepitfalls.data.portability import load_portability
-from kepitfalls.data.records import select_subset
+from kepitfalls.data.records import select_subset, select_subset_where
 from kepitfalls.data.samsum import load_samsum
 from kepitfalls.data.sst2 import load_sst2
 from kepitfalls.data.zsre import load_knowedit_zsre, load_zsre
@@ -249,3 +249,21 @@ def test_select_subset_is_seeded_order_stable_and_nested() -> None:
     assert select_subset(records, None, seed=3) == records
     with pytest.raises(ValueError, match="1001"):
         select_subset(records, 1001, seed=3)
+
+
+def test_filtered_subset_tests_only_what_it_needs_and_nests() -> None:
+    records = list(range(1000))
+    tested: list[int] = []
+
+    def even(chunk: list[int]) -> list[bool]:
+        tested.extend(chunk)
+        return [r % 2 == 0 for r in chunk]
+
+    small = select_subset_where(records, 10, 3, even, chunk=16)
+    assert len(small) == 10 and small == sorted(small) and all(r % 2 == 0 for r in small)
+    assert len(tested) <= 32  # ~half pass: two chunks of 16 give the 10
+    large = select_subset_where(records, 200, 3, even, chunk=16)
+    assert set(small) <= set(large) and small != select_subset_where(records, 10, 4, even)
+    assert select_subset_where(records, None, 3, even) == list(range(0, 1000, 2))
+    with pytest.raises(ValueError, match="only 500 of 1000 records pass"):
+        select_subset_where(records, 501, 3, even)

@@ -10,7 +10,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from .errors import InvalidFileError, MalformedRecordError
 
@@ -177,6 +177,34 @@ def select_subset(records: Sequence[T], size: int | None, seed: int) -> list[T]:
         return list(records)
     if not 0 <= size <= len(records):
         raise ValueError(f"subset size {size} is outside 0..{len(records)} (the number of records)")
-    order = list(range(len(records)))
+    return [records[i] for i in sorted(_seeded_order(len(records), seed)[:size])]
+
+
+def select_subset_where(
+    records: Sequence[T], size: int | None, seed: int, keep: Callable[[list[T]], list[bool]], chunk: int = 64
+) -> list[T]:
+    """The first `size` records in the seeded order that pass `keep`, in file order (all that pass if None).
+
+    `keep` is called on `chunk` records at a time (it may batch a model over them) and only until `size`
+    have passed, so a small subset of a large pool costs a few chunks; the subsets of one seed still nest.
+    """
+    if size is not None and size < 0:
+        raise ValueError(f"subset size {size} is negative")
+    order, kept = _seeded_order(len(records), seed), []
+    for start in range(0, len(order), chunk):
+        if size is not None and len(kept) >= size:
+            break
+        tested = order[start : start + chunk]
+        verdicts = keep([records[i] for i in tested])
+        if len(verdicts) != len(tested):
+            raise ValueError(f"the filter returned {len(verdicts)} verdicts for {len(tested)} records")
+        kept.extend(i for i, ok in zip(tested, verdicts) if ok)
+    if size is not None and len(kept) < size:
+        raise ValueError(f"subset size {size} asked, but only {len(kept)} of {len(records)} records pass the filter")
+    return [records[i] for i in sorted(kept if size is None else kept[:size])]
+
+
+def _seeded_order(count: int, seed: int) -> list[int]:
+    order = list(range(count))
     random.Random(seed).shuffle(order)
-    return [records[i] for i in sorted(order[:size])]
+    return order

@@ -17,7 +17,7 @@ import torch
 
 from kepitfalls.data.counterfact import CounterFactRecord, load_counterfact
 from kepitfalls.data.locality import distract_neighbor
-from kepitfalls.data.records import select_subset
+from kepitfalls.data.records import select_subset, select_subset_where
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, kl_divergence
 from kepitfalls.models.loading import LoadedModel
@@ -39,10 +39,10 @@ def known(lm: LoadedModel, records: list[CounterFactRecord]) -> list[bool]:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[CounterFactRecord]:
-    """The suite's records: optionally only known facts, then a seeded subset of `size`."""
+    """A seeded subset of `size` records; with `known_only`, of the facts the model knows (tested lazily)."""
     pool = load_counterfact(raw_root / config["benchmark"] / config["file"])
     if config.get("known_only", False):
-        pool = [record for record, ok in zip(pool, known(lm, pool)) if ok]
+        return select_subset_where(pool, config.get("size"), config["seed"], lambda chunk: known(lm, chunk))
     return select_subset(pool, config.get("size"), config["seed"])
 
 
