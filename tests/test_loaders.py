@@ -18,6 +18,7 @@ from kepitfalls.data.piqa import load_piqa
 from kepitfalls.data.pitfalls import load_conflict_edit, load_relation_prompts, load_round_edit
 from kepitfalls.data.portability import load_portability
 from kepitfalls.data.records import select_subset, select_subset_where
+from kepitfalls.params import load_params
 from kepitfalls.data.samsum import load_samsum
 from kepitfalls.data.sst2 import load_sst2
 from kepitfalls.data.zsre import load_knowedit_zsre, load_zsre
@@ -267,3 +268,12 @@ def test_filtered_subset_tests_only_what_it_needs_and_nests() -> None:
     assert select_subset_where(records, None, 3, even) == list(range(0, 1000, 2))
     with pytest.raises(ValueError, match="only 500 of 1000 records pass"):
         select_subset_where(records, 501, 3, even)
+
+
+def test_params_refuse_keys_the_dvc_run_cache_cannot_see(tmp_path: Path) -> None:
+    """A param named `size` is left out of DVC's run-cache signature (treeverse/dvc#10296): refused."""
+    load_params()  # the project's own params.yaml has none
+    bad = tmp_path / "params.yaml"
+    bad.write_text("suites:\n  counterfact:\n    size: 12\n    seed: 0\n")
+    with pytest.raises(ValueError, match=r"suites\.counterfact\.size: DVC's run-cache ignores"):
+        load_params(bad)

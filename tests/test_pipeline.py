@@ -84,7 +84,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, data_mirror: Path) -> Pa
     root = tmp_path_factory.mktemp("workspace")
     copy_project(REPO_ROOT, root)
     counterfact = yaml.safe_load((root / "params.yaml").read_text())["suites"]["counterfact"]
-    only_counterfact = {"counterfact": {**counterfact, "size": 2}}
+    only_counterfact = {"counterfact": {**counterfact, "subset_size": 2}}
     set_params(root / "params.yaml", {**SMALL, ("suites",): only_counterfact, ("data", "mirror"): str(data_mirror)})
     commit_all(root)
     run(["dvc", "repro"], root, timeout=1500)
@@ -144,6 +144,26 @@ def test_changing_rome_params_reruns_only_rome_cells(workspace: Path) -> None:
         set_params(params, {("methods", "ROME", "smollm2-135m", "v_lr"): 0.4})
         # The report re-runs only if the metrics changed; nothing of FT, selection or the model re-runs.
         assert repro_stages(workspace) - {"report"} == {"edit@ROME-counterfact", "evaluate@ROME-counterfact"}
+    finally:
+        params.write_text(original)
+        repro_stages(workspace)
+
+
+def test_growing_a_subset_computes_only_the_new_edits(workspace: Path) -> None:
+    """A subset size is one parameter away: DVC re-selects (its run-cache never hands back the old subset,
+    see params.RUN_CACHE_BLIND_KEYS) and the persisted deltas of the cases already edited are reused."""
+    params = workspace / "params.yaml"
+    original = params.read_text()
+    try:
+        set_params(params, {("suites", "counterfact", "subset_size"): 3})
+        output = run(["dvc", "repro"], workspace).stdout
+        ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+        assert {"select@counterfact", "pre@counterfact"} | {f"edit@{m}-counterfact" for m in METHODS} <= ran
+        records = json.loads((workspace / "data" / "suites" / "counterfact.json").read_text())["records"]
+        assert len(records) == 3
+        for method in METHODS:
+            assert f"{method} on counterfact: 1 computed, 2 reused" in output
+            assert json.loads((workspace / "metrics" / method / "counterfact.json").read_text())["cases"] == 3
     finally:
         params.write_text(original)
         repro_stages(workspace)

@@ -17,7 +17,7 @@ from kepitfalls.suites import conflict
 from kepitfalls.suites.common import EditCase, load_records, save_records
 
 RAW_ROOT = Path("/work/shared/benchmarks")
-CONFIG = {"kinds": ["reverse", "composite", "coverage"], "size": 2, "seed": 0}
+CONFIG = {"kinds": ["reverse", "composite", "coverage"], "subset_size": 2, "seed": 0}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
 KEYS = {
     "reverse_CS", "reverse_CM", "reverse_CS_implicit", "reverse_cases",

@@ -13,7 +13,7 @@ from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites import common, locality
 
 RAW_ROOT = Path("/work/shared/benchmarks")
-CONFIG = {"benchmark": "zsre", "size": 2, "seed": 0, "piqa_size": 4}
+CONFIG = {"benchmark": "zsre", "subset_size": 2, "seed": 0, "piqa_size": 4}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
 
 
@@ -84,7 +84,7 @@ def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
 
 def test_a_null_edit_keeps_every_argmax(tiny_gptj_lm: LoadedModel) -> None:
     """FT with no steps changes nothing: LocAgree is 100 and OT equals OT_pre."""
-    records = locality.select(tiny_gptj_lm, RAW_ROOT, {**CONFIG, "size": 1})
+    records = locality.select(tiny_gptj_lm, RAW_ROOT, {**CONFIG, "subset_size": 1})
     pre = locality.pre_scores(tiny_gptj_lm, records)
     deltas = _build_deltas(tiny_gptj_lm, locality.edit_cases(records), {**FT_HPARAMS, "num_steps": 0})
     metrics = locality.evaluate(tiny_gptj_lm, records, deltas, pre)

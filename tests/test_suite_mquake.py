@@ -15,7 +15,7 @@ from kepitfalls.suites import mquake
 from kepitfalls.suites.common import applied, chain, load_records, save_records
 
 RAW_ROOT = Path("/work/shared/benchmarks")
-CONFIG = {"benchmark": "mquake", "file": "derived/MQuAKE-hard.json", "size": 2, "seed": 0,
+CONFIG = {"benchmark": "mquake", "file": "derived/MQuAKE-hard.json", "subset_size": 2, "seed": 0,
           "max_new_tokens": 4, "cot_max_new_tokens": 8}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
 KEYS = {"EW", "EW_contains", "IW", "IW_contains", "MH", "MH_prefix", "MH_contains", "MH_cot", "MH_cot_contains",

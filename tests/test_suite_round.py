@@ -16,7 +16,7 @@ from kepitfalls.suites import round as round_suite
 from kepitfalls.suites.common import applied, chain, load_records, save_records
 
 RAW_ROOT = Path("/work/shared/benchmarks")
-CONFIG = {"kinds": ["easy", "hard"], "size": 2, "seed": 0}
+CONFIG = {"kinds": ["easy", "hard"], "subset_size": 2, "seed": 0}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
 NAMES = ("Succ", "D", "D_js", "IR", "FR")
 KEYS = {f"{prefix}{name}" for prefix in ("", "easy_", "hard_") for name in (*NAMES, "cases")}

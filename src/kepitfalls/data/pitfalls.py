@@ -151,7 +151,7 @@ def load_relation_prompts(path: Path, model: str = "GPT-J", kind: str = "conflic
 
 def select_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, Any]]]:
     """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite runs on: the task's relation
-    paraphrases, and a seeded subset of `config["size"]` records of each of `config["kinds"]` as (kind, record).
+    paraphrases, and a seeded subset of `config["subset_size"]` records of each of `config["kinds"]` as (kind, record).
 
     `config` may name another `benchmark` folder under `raw_root` and the `model_folder` (GPT-J by default).
     """
@@ -161,6 +161,6 @@ def select_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tup
     chosen = [
         (kind, record)
         for kind in config["kinds"]
-        for record in select_subset(load(folder, model, kind), config["size"], config["seed"])
+        for record in select_subset(load(folder, model, kind), config["subset_size"], config["seed"])
     ]
     return load_relation_prompts(folder, model, task), chosen

@@ -102,7 +102,7 @@ def _relations(record: ConflictEditRecord) -> set[str]:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[ConflictItem]:
-    """A seeded subset of `size` records from each kind's file, with the paraphrases they need."""
+    """A seeded subset of `subset_size` records from each kind's file, with the paraphrases they need."""
     prompts, chosen = select_pitfalls(raw_root, config, "conflict")
     items: list[ConflictItem] = []
     for kind, record in chosen:

@@ -39,11 +39,11 @@ def known(lm: LoadedModel, records: list[CounterFactRecord]) -> list[bool]:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[CounterFactRecord]:
-    """A seeded subset of `size` records; with `known_only`, of the facts the model knows (tested lazily)."""
+    """A seeded subset of `subset_size` records; with `known_only`, of the facts the model knows (tested lazily)."""
     pool = load_counterfact(raw_root / config["benchmark"] / config["file"])
     if config.get("known_only", False):
-        return select_subset_where(pool, config.get("size"), config["seed"], lambda chunk: known(lm, chunk))
-    return select_subset(pool, config.get("size"), config["seed"])
+        return select_subset_where(pool, config.get("subset_size"), config["seed"], lambda chunk: known(lm, chunk))
+    return select_subset(pool, config.get("subset_size"), config["seed"])
 
 
 def edit_cases(records: list[CounterFactRecord]) -> list[EditCase]:

@@ -104,11 +104,11 @@ def _pool(raw_root: Path, files: dict[str, str], column: str) -> list[LocalityRe
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[LocalityRecord]:
-    """A seeded subset of `size` records per column (OA, DN), then the seeded PIQA subsample as one OT record."""
+    """A seeded subset of `subset_size` records per column (OA, DN), then the seeded PIQA subsample as one OT record."""
     files = {**DEFAULT_FILES, **config.get("files", {})}
     records: list[LocalityRecord] = []
     for column in config.get("columns", COLUMNS):
-        records.extend(select_subset(_pool(raw_root, files, column), config.get("size"), config["seed"]))
+        records.extend(select_subset(_pool(raw_root, files, column), config.get("subset_size"), config["seed"]))
     piqa = select_subset(load_piqa(raw_root / files[OT]), config["piqa_size"], config["seed"])
     records.append(LocalityRecord(OT, 0, None, piqa=tuple(piqa)))
     return records

@@ -92,11 +92,11 @@ def build_case(record: MquakeRecord, prompts: MquakePrompts, max_new_tokens: int
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[MquakeCase]:
-    """A seeded subset of `size` instances of `file` (MQuAKE-hard by default), with the official prompts."""
+    """A seeded subset of `subset_size` instances of `file` (MQuAKE-hard by default), with the official prompts."""
     folder = raw_root / config.get("benchmark", "mquake")
     pool = load_mquake(folder / config.get("file", DEFAULT_FILE))
     prompts = load_mquake_prompts(folder)
-    chosen = select_subset(pool, config.get("size"), config["seed"])
+    chosen = select_subset(pool, config.get("subset_size"), config["seed"])
     return [build_case(r, prompts, config["max_new_tokens"], config["cot_max_new_tokens"]) for r in chosen]
 
 

@@ -65,12 +65,12 @@ def _editable(record: PortabilityRecord) -> bool:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[PortabilityCase]:
-    """A seeded subset of `size` editable records per column, from the data set `datasets[column]`."""
+    """A seeded subset of `subset_size` editable records per column, from the data set `datasets[column]`."""
     datasets = {**DEFAULT_DATASETS, **config.get("datasets", {})}
     cases: list[PortabilityCase] = []
     for column in config.get("columns", COLUMNS):
         pool = [r for r in load_portability(raw_root / config["benchmark"], datasets[column], KINDS[column]) if _editable(r)]
-        cases.extend(PortabilityCase(column, r) for r in select_subset(pool, config.get("size"), config["seed"]))
+        cases.extend(PortabilityCase(column, r) for r in select_subset(pool, config.get("subset_size"), config["seed"]))
     return cases
 
 

@@ -59,7 +59,7 @@ def others(record: RoundEditRecord) -> list[str]:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[RoundItem]:
-    """A seeded subset of `size` records from each kind's file, with their relation's paraphrases."""
+    """A seeded subset of `subset_size` records from each kind's file, with their relation's paraphrases."""
     prompts, chosen = select_pitfalls(raw_root, config, "round")
     items: list[RoundItem] = []
     for kind, record in chosen:
