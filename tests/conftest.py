@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,8 +10,8 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from mirror import MIRROR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Route = Callable[[BaseHTTPRequestHandler, int], None]
 
@@ -20,10 +19,9 @@ Route = Callable[[BaseHTTPRequestHandler, int], None]
 @pytest.fixture(scope="session")
 def data_mirror() -> Path:
     """The read-only benchmark mirror: $KEPITFALLS_MIRROR, else ../shared/benchmarks beside the repo."""
-    path = Path(os.environ.get("KEPITFALLS_MIRROR") or REPO_ROOT.parent / "shared" / "benchmarks")
-    if not (path / "SHA256SUMS").is_file():
-        pytest.skip(f"no benchmark mirror at {path} (set KEPITFALLS_MIRROR)")
-    return path
+    if not (MIRROR / "SHA256SUMS").is_file():
+        pytest.skip(f"no benchmark mirror at {MIRROR} (set KEPITFALLS_MIRROR)")
+    return MIRROR
 
 
 class LocalServer:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mirror import MIRROR
 
 from fixtures_models import build_deltas, build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
 from kepitfalls.data.pitfalls import BENCHMARK
@@ -16,7 +17,7 @@ from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites import conflict
 from kepitfalls.suites.common import EditCase, load_records, save_records
 
-RAW_ROOT = Path("/work/shared/benchmarks")
+RAW_ROOT = MIRROR
 CONFIG = {"kinds": ["reverse", "composite", "coverage"], "subset_size": 2, "seed": 0}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
 KEYS = {

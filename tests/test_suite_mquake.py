@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from mirror import MIRROR
 import torch
 from fixtures_models import build_tiny, single_thread, snapshot  # noqa: F401  (single_thread: autouse)
 
@@ -14,7 +15,7 @@ from kepitfalls.methods.FT import FineTune
 from kepitfalls.suites import mquake
 from kepitfalls.suites.common import applied, chain, load_records, save_records
 
-RAW_ROOT = Path("/work/shared/benchmarks")
+RAW_ROOT = MIRROR
 CONFIG = {"benchmark": "mquake", "file": "derived/MQuAKE-hard.json", "subset_size": 2, "seed": 0,
           "max_new_tokens": 4, "cot_max_new_tokens": 8}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mirror import MIRROR
 from fixtures_models import build_deltas, changed_tensors, single_thread, snapshot, tiny_gptj_lm  # noqa: F401
 
 from kepitfalls.methods.FT import FineTune
@@ -12,7 +13,7 @@ from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.suites import common, portability
 
-RAW_ROOT = Path("/work/shared/benchmarks")
+RAW_ROOT = MIRROR
 CONFIG = {"benchmark": "easyedit_portability", "subset_size": 2, "seed": 0}
 FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
 
