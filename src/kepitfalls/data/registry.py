@@ -211,9 +211,34 @@ _PIQA = Benchmark(
     ),
 )
 
+_WIKITEXT_REPO = ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8")
+_WIKITEXT2 = Benchmark(
+    "wikitext2",
+    "WikiText-2 (Merity et al. 2016), tokenised validation and test splits: statistics on one, perplexity on the other",
+    (
+        FileSpec("valid.txt", _github(*_WIKITEXT_REPO, "word_language_model/data/wikitext-2/valid.txt"),
+                 "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"),
+        FileSpec("test.txt", _github(*_WIKITEXT_REPO, "word_language_model/data/wikitext-2/test.txt"),
+                 "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"),
+    ),
+)
+
+_ME_PPL_REPO = ("WanliYoung/Collapse-in-Model-Editing", "678beddf656385b660281de93a6650bb1b485ee9")
+_ME_PPL = Benchmark(
+    "me_ppl",
+    "ME-PPL (Yang et al. 2024): perplexity sentences, the collapse indicator after sequential edits",
+    (
+        FileSpec("ME-PPL_50.json", _github(*_ME_PPL_REPO, "data/ME-PPL/ME-PPL_50.json"),
+                 "55f3b951d2c4287b90d9e511f256efb9d47461f0da408a17dac5ffcef685c4e4"),
+        FileSpec("ME-PPL_1k.json", _github(*_ME_PPL_REPO, "data/ME-PPL/ME-PPL_1k.json"),
+                 "71e29fc5daf443b35ec16c8a9e91e1f4398b5b84ca7c25393639c066b65b5afb"),
+    ),
+)
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
-    for b in (_COUNTERFACT, _PORTABILITY, _ZSRE, _MQUAKE_BENCH, _PITFALLS_BENCH, _NQ, _SST2, _GSM8K, _SAMSUM, _PIQA)
+    for b in (_COUNTERFACT, _PORTABILITY, _ZSRE, _MQUAKE_BENCH, _PITFALLS_BENCH, _NQ, _SST2, _GSM8K, _SAMSUM, _PIQA,
+              _WIKITEXT2, _ME_PPL)
 }
 
 
