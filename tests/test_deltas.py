@@ -15,7 +15,7 @@ from fixtures_models import (  # noqa: F401
     tiny_gpt2_lm,
     tiny_gptj_lm,
 )
-import kepitfalls.deltas.store as store_module
+import kepitfalls.tensorfile as tensorfile
 from kepitfalls.deltas import ComposedDelta, DeltaStore, DenseDelta, LowRankDelta, MemoryDelta, delta_key
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
 from kepitfalls.models.adapters import get_module, linear_weight
@@ -410,7 +410,7 @@ def test_store_failed_write_keeps_previous_file_and_no_temporary(tmp_path: Path,
         Path(filename).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module, "save_file", broken_save)
+    monkeypatch.setattr(tensorfile, "save_file", broken_save)
     with pytest.raises(OSError):
         store.put(key, low_rank(seed=2))
     other = delta_key("m", "FT", {}, [])

@@ -8,18 +8,13 @@ would give the same result, and never otherwise.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-
-from kepitfalls.atomic import atomic_path
 from kepitfalls.deltas.codecs import Delta, decode
+from kepitfalls.tensorfile import canonical_json, load_tensors, save_tensors
 
 KEY_VERSION = 1
-_META_KEY = "kepitfalls"
 
 
 def delta_key(
@@ -38,8 +33,7 @@ def delta_key(
         "requests": requests,
         "upstream": upstream or {},
     }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
 class DeltaStore:
@@ -58,12 +52,7 @@ class DeltaStore:
         """Write a delta atomically; a half-written file never carries the final name."""
         tensors, meta = delta.state()
         target = self.path(key)
-        with atomic_path(target, suffix=".safetensors") as tmp:
-            save_file(
-                {name: t.detach().cpu().contiguous() for name, t in tensors.items()},
-                str(tmp),
-                metadata={_META_KEY: json.dumps({"kind": delta.kind, "meta": meta})},
-            )
+        save_tensors(target, tensors, {"kind": delta.kind, "meta": meta})
         return target
 
     def get(self, key: str) -> Delta:
@@ -71,9 +60,8 @@ class DeltaStore:
         path = self.path(key)
         if not path.is_file():
             raise FileNotFoundError(f"no delta {key} in {self.root}")
-        with safe_open(str(path), framework="pt") as handle:
-            header = json.loads(handle.metadata()[_META_KEY])
-        return decode(header["kind"], load_file(str(path)), header["meta"])
+        tensors, header = load_tensors(path)
+        return decode(header["kind"], tensors, header["meta"])
 
     def keys(self) -> set[str]:
         """Keys of complete deltas; a writer's temporary file (hidden, killed mid-write) is not one."""

@@ -9,15 +9,15 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
-
-from kepitfalls.atomic import atomic_path, write_json
-from kepitfalls.data.records import EditRequest
+from kepitfalls.atomic import write_json
+from kepitfalls.data.records import EditRequest, select_subset, select_subset_where
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring.primitives import teacher_forced
+from kepitfalls.tensorfile import load_tensors, save_tensors
 
 R = TypeVar("R")
 
@@ -49,13 +49,12 @@ TENSORS_FILE = "tensors.safetensors"
 
 def save_pre(directory: Path, pre: PreScores) -> None:
     write_json(directory / VALUES_FILE, pre.values)
-    with atomic_path(directory / TENSORS_FILE, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in pre.tensors.items()}, str(tmp))
+    save_tensors(directory / TENSORS_FILE, pre.tensors)
 
 
 def load_pre(directory: Path) -> PreScores:
     values = json.loads((directory / VALUES_FILE).read_text(encoding="utf-8"))
-    return PreScores(values, load_file(str(directory / TENSORS_FILE)))
+    return PreScores(values, load_tensors(directory / TENSORS_FILE)[0])
 
 
 def save_records(path: Path, suite: str, records: Sequence[Any], selection: dict[str, Any]) -> None:
@@ -111,3 +110,33 @@ def chain(cases: dict[str, EditCase], case_id: str) -> list[str]:
     while cases[ids[0]].base is not None:
         ids.insert(0, cases[ids[0]].base)
     return ids
+
+
+KNOWN_POLICY = (
+    "known_only: records whose every tested fact the unedited model knows (greedy teacher-forced decoding "
+    "after the rewrite prompt reproduces every token of the true object; the CounterFact/ROME test)"
+)
+
+
+def known_facts(lm: LoadedModel, facts: Sequence[Sequence[EditRequest]]) -> list[bool]:
+    """Per record: whether the unedited model knows every one of its facts (`KNOWN_POLICY`).
+
+    A fact without a true object cannot be known. One teacher-forced batch for all facts of the chunk.
+    """
+    pairs = [(r.rewrite_prompt, r.target_true) for record in facts for r in record if r.target_true]
+    results = iter(teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs])) if pairs else iter(())
+    verdicts = []
+    for record in facts:
+        known = [next(results).token_accuracy == 1.0 for r in record if r.target_true]
+        verdicts.append(bool(record) and len(known) == len(record) and all(known))
+    return verdicts
+
+
+def select_records(
+    lm: LoadedModel, pool: Sequence[R], config: dict[str, Any], facts: Callable[[R], Sequence[EditRequest]]
+) -> list[R]:
+    """A suite's seeded subset of `subset_size` records; with `known_only`, of the records whose tested
+    `facts` the unedited model knows, tested lazily in the seeded order (subsets of one seed still nest)."""
+    if config["known_only"]:
+        return select_subset_where(pool, config["subset_size"], config["seed"], lambda chunk: known_facts(lm, [facts(r) for r in chunk]))
+    return select_subset(pool, config["subset_size"], config["seed"])
