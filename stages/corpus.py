@@ -1,36 +1,44 @@
-"""DVC stage `corpus`: sample the offline statistics corpus from the model itself, with a fixed seed."""
+"""DVC stage `corpus`: the token ids the statistics are estimated on (`stats.corpus` in params).
+
+Default: the WikiText-2 validation split (`data/raw/wikitext2`); options: `self-sampled`, `wikipedia`.
+"""
 
 from __future__ import annotations
 
-from safetensors.torch import save_file
-
 from kepitfalls import layout
-from kepitfalls.atomic import atomic_path
 from kepitfalls.methods.stats import (
     SELF_SAMPLED,
     SELF_SAMPLED_VERSION,
     WIKIPEDIA,
     WIKIPEDIA_DATASET,
+    WIKITEXT2,
+    CORPORA,
+    rows_for,
     sample_corpus,
     wikipedia_corpus,
+    wikitext_corpus,
 )
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model
+from kepitfalls.tensorfile import save_tensors
 
 if __name__ == "__main__":
     params = load_params()
     configure(params)
     corpus = params["stats"]["corpus"]
+    name, length, seed = corpus["name"], corpus["length"], corpus["seed"]
+    if name not in CORPORA:
+        raise ValueError(f"stats.corpus.name: unknown corpus {name!r}; expected one of {', '.join(CORPORA)}")
     lm = load_current_model(params)
-    if corpus["name"] == SELF_SAMPLED:
-        tokens = sample_corpus(lm, corpus["samples"], corpus["length"], corpus["seed"], corpus["batch_size"], corpus["start_text"])
+    rows = rows_for(corpus["tokens"], length)
+    if name == WIKITEXT2:
+        tokens, version = wikitext_corpus(lm.tokenizer, layout.raw_root() / WIKITEXT2, corpus["tokens"], length, seed)
+    elif name == SELF_SAMPLED:
+        tokens = sample_corpus(lm, rows, length, seed, corpus["batch_size"], corpus["start_text"])
         version = f"{SELF_SAMPLED}-v{SELF_SAMPLED_VERSION}"
-    elif corpus["name"] == WIKIPEDIA:
-        tokens = wikipedia_corpus(lm.tokenizer, corpus["samples"], corpus["length"], corpus["seed"])
-        version = "/".join(WIKIPEDIA_DATASET)
     else:
-        raise ValueError(f"unknown statistics corpus {corpus['name']!r}: use {SELF_SAMPLED!r} or {WIKIPEDIA!r}")
-    key = {"model": lm.identity, "corpus": version, "samples": str(corpus["samples"]), "length": str(corpus["length"])}
-    with atomic_path(layout.corpus_file(params["model"]), suffix=".safetensors") as tmp:
-        save_file({"input_ids": tokens.contiguous()}, str(tmp), metadata=key)
-    print(f"{tokens.numel()} tokens")
+        tokens = wikipedia_corpus(lm.tokenizer, rows, length, seed)
+        version = "/".join(WIKIPEDIA_DATASET)
+    key = {"model": lm.identity, "corpus": version, "rows": tokens.shape[0], "length": length, "seed": seed}
+    save_tensors(layout.corpus_file(params["model"]), {"input_ids": tokens}, key)
+    print(f"{name}: {tokens.numel()} tokens in {tokens.shape[0]} sequences of {length}")

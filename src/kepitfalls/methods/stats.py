@@ -1,28 +1,62 @@
 """Uncentred second moments C = E[k kᵀ] of the MLP output-projection inputs (ROME's and MEMIT's C).
 
-ROME computes them over 100,000 Wikipedia samples. Offline, kepitfalls samples its corpus from the model
-itself with a fixed seed (corpus name "self-sampled"): no network, and the keys k are drawn from the
-distribution of text the model itself produces. The corpus name, version, sample count and dtype are part
-of the statistics' key.
+ROME and MEMIT estimate C over 100,000 Wikipedia samples (`rome/layer_stats.py`). The default corpus here
+is real Wikipedia text available offline: the WikiText-2 validation split (Good and Featured articles),
+detokenised, cut into sequences of `length` tokens within articles, no start token at position 0 (GPT-J's
+tokenizer adds none either). Two options: `wikipedia` streams Wikipedia itself (network), and
+`self-sampled` draws text from the model with a fixed seed (the earlier offline stand-in: about eleven
+tokens per key dimension of SmolLM2 at its default size, so C⁻¹ over-weights rare directions). The corpus
+identity (name, source file hash, size) is part of the statistics' metadata and so of every delta key
+that reads them. The statistics record their token count and C's smallest eigenvalue and condition number.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from kepitfalls.atomic import atomic_path
+from kepitfalls.data.wikitext import VALIDATION, load_articles
 from kepitfalls.methods.layers import Batch, capture_many
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.tensorfile import load_tensors, save_tensors
 
+WIKITEXT2 = "wikitext2"
 SELF_SAMPLED = "self-sampled"
 SELF_SAMPLED_VERSION = 1
 WIKIPEDIA = "wikipedia"
 WIKIPEDIA_DATASET = ("wikimedia/wikipedia", "20231101.en")  # ROME used the 20200501.en dump, no longer hosted
+CORPORA = (WIKITEXT2, SELF_SAMPLED, WIKIPEDIA)
+
+
+def rows_for(tokens: int, length: int) -> int:
+    """Sequences of `length` tokens needed to reach `tokens` tokens (the last row may overshoot)."""
+    return -(-tokens // length)
+
+
+def wikitext_corpus(tokenizer, raw_dir: Path, tokens: int, length: int, seed: int) -> tuple[torch.Tensor, str]:
+    """(rows × length token ids, version) from the WikiText-2 validation split.
+
+    Each article is tokenised without special tokens and cut into whole `length`-token chunks (its tail
+    shorter than `length` is dropped); a seeded permutation of all chunks gives the first rows needed.
+    """
+    path = Path(raw_dir) / VALIDATION
+    chunks: list[list[int]] = []
+    for article in load_articles(path):
+        ids = tokenizer(article, add_special_tokens=False)["input_ids"]
+        chunks.extend(ids[start : start + length] for start in range(0, len(ids) - length + 1, length))
+    needed = rows_for(tokens, length)
+    if needed > len(chunks):
+        raise ValueError(
+            f"stats.corpus.tokens: {tokens} tokens in sequences of {length} need {needed} sequences; "
+            f"{path} has {len(chunks)} ({len(chunks) * length} tokens)"
+        )
+    order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(seed))[:needed]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return torch.tensor([chunks[i] for i in order.tolist()], dtype=torch.long), f"{WIKITEXT2}/{VALIDATION}@sha256:{digest}"
 
 
 @torch.no_grad()
@@ -64,9 +98,11 @@ def wikipedia_corpus(tokenizer, samples: int, length: int, seed: int) -> torch.T
 
 @torch.no_grad()
 def second_moments(lm: LoadedModel, module_names: Sequence[str], corpus: torch.Tensor, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
-    """({module: Σ k kᵀ / n}, n) over every token of the corpus, accumulated in float64.
+    """({module: Σ k kᵀ / n}, n) over every token of the corpus.
 
-    Every module's inputs come from one forward pass per batch, stopped after the deepest of them.
+    Every module's inputs come from one forward pass per batch, stopped after the deepest of them. Each
+    batch's Σ k kᵀ is a float32 product of float32 keys (as the reference's float32 statistics), summed
+    across batches in float64.
     """
     totals: dict[str, torch.Tensor] = {}
     count = 0
@@ -74,12 +110,21 @@ def second_moments(lm: LoadedModel, module_names: Sequence[str], corpus: torch.T
         ids = corpus[begin : begin + batch_size].to(lm.model.device)
         captured = capture_many(lm, module_names, Batch(ids, torch.ones_like(ids)))
         for name, (keys, _) in captured.items():
-            flat = keys.reshape(-1, keys.shape[-1]).double()
-            totals[name] = flat.T @ flat if name not in totals else totals[name] + flat.T @ flat
+            flat = keys.reshape(-1, keys.shape[-1]).float()
+            product = (flat.T @ flat).double()
+            totals[name] = product if name not in totals else totals[name] + product
         count += ids.numel()
     if not count:
         raise ValueError("the statistics corpus is empty")
     return {name: totals[name] / count for name in module_names}, count
+
+
+def spectrum(mom2: torch.Tensor) -> dict[str, float]:
+    """C's smallest and largest eigenvalue and condition number (float64): how well C⁻¹ is determined."""
+    eigenvalues = torch.linalg.eigvalsh(mom2.double())
+    smallest, largest = float(eigenvalues[0]), float(eigenvalues[-1])
+    return {"min_eigenvalue": smallest, "max_eigenvalue": largest,
+            "condition_number": largest / smallest if smallest > 0 else float("inf")}
 
 
 def stats_file(stats_dir: Path, layer: int) -> Path:
@@ -87,10 +132,10 @@ def stats_file(stats_dir: Path, layer: int) -> Path:
     return stats_dir / f"layer-{layer}.safetensors"
 
 
-def save_stats(path: Path, mom2: torch.Tensor, count: int, key: dict[str, str]) -> None:
-    """Write statistics with their key as metadata."""
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({"mom2": mom2.contiguous()}, str(tmp), metadata={**key, "count": str(count)})
+def save_stats(path: Path, mom2: torch.Tensor, count: int, key: dict[str, object]) -> None:
+    """Write statistics with their key, token count and spectrum as metadata (byte-identical for identical
+    inputs: `tensorfile`)."""
+    save_tensors(path, {"mom2": mom2}, {**key, "tokens": count, **spectrum(mom2)})
 
 
 def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
@@ -103,5 +148,5 @@ def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _cached_second_moment(path: str, _mtime_ns: int, inverse: bool) -> torch.Tensor:
-    mom2 = load_file(path)["mom2"]
+    mom2 = load_tensors(path)[0]["mom2"]
     return torch.linalg.inv(mom2.double()).float() if inverse else mom2
