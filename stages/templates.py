@@ -1,19 +1,25 @@
-"""DVC stage `templates`: generate the model's context templates once, with the seed from params."""
+"""DVC stage `templates@<METHOD>`: the method's context templates for the model, generated once, seeded.
+
+Usage: python stages/templates.py <METHOD>
+"""
 
 from __future__ import annotations
 
+import sys
+
 from kepitfalls import layout
 from kepitfalls.atomic import write_json
-from kepitfalls.methods.templates import generate_templates
+from kepitfalls.methods.templates import generate_template_groups
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model
 
 if __name__ == "__main__":
+    method = sys.argv[1]
     params = load_params()
     configure(params)
-    settings = params["templates"]
+    settings = params["templates"][method]
     lm = load_current_model(params)
     recipe = [(int(length), int(count)) for length, count in settings["recipe"]]
-    templates = generate_templates(lm, recipe, seed=settings["seed"], start_text=settings["start_text"], top_k=settings["top_k"])
-    write_json(layout.templates_file(params["model"]), {"model": lm.identity, "settings": settings, "templates": templates})
-    print(f"{len(templates)} templates")
+    groups = generate_template_groups(lm, list(settings["prompts"]), recipe, seed=settings["seed"], top_k=settings["top_k"])
+    write_json(layout.templates_file(params["model"], method), {"model": lm.identity, "settings": settings, "groups": groups})
+    print(f"{method}: {sum(map(len, groups))} templates in {len(groups)} groups")

@@ -20,7 +20,7 @@ from kepitfalls.methods.KN import (
     select_neurons,
 )
 from kepitfalls.methods.layers import Batch, subject_reprs
-from kepitfalls.methods.MEMIT import MEMIT, layer_update, request_keys, template_groups
+from kepitfalls.methods.MEMIT import MEMIT, layer_update, request_keys
 from kepitfalls.methods.stats import save_stats, second_moments, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel, wrap
@@ -33,8 +33,7 @@ REQUESTS = [
     EditRequest("{} is located in", "The Eiffel Tower", "Rome", "Paris"),
     EditRequest("{} was founded in", "Toyota", "Germany", "Japan"),
 ]
-TEMPLATES = {"templates": ["{}", "The cat sat. {}", "Apple is red. {}", "Question: who wrote it? {}"],
-             "settings": {"recipe": [[4, 1], [6, 2]]}}
+TEMPLATES = {"groups": [["{}"], ["The cat sat. {}"], ["Apple is red. {}", "Question: who wrote it? {}"]]}
 MEMIT_HP = dict(layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
                 clamp_norm_factor=0.75, kl_factor=0.0625, mom2_adjustment=False, mom2_update_weight=50.0)
 KN_HP = dict(steps=8, batch_size=3, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0)
@@ -80,10 +79,11 @@ def assert_identical(lm: LoadedModel, before: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------- MEMIT
 
 
-def test_template_groups_follow_the_recipe(templates_file: Path) -> None:
-    groups = template_groups(Artifacts(templates_file=templates_file))
-    assert groups == [["{}"], ["The cat sat. {}"], ["Apple is red. {}", "Question: who wrote it? {}"]]
-    assert template_groups(Artifacts()) == [["{}"]]
+def test_template_groups_are_read_as_stored(templates_file: Path) -> None:
+    artifacts = Artifacts(templates_file=templates_file)
+    assert artifacts.template_groups == [["{}"], ["The cat sat. {}"], ["Apple is red. {}", "Question: who wrote it? {}"]]
+    assert artifacts.context_templates == ["{}", "The cat sat. {}", "Apple is red. {}", "Question: who wrote it? {}"]
+    assert Artifacts().template_groups == [["{}"]]
 
 
 def test_memit_touches_exactly_its_layers_and_restores(lm: LoadedModel, templates_file: Path) -> None:
@@ -125,7 +125,7 @@ def test_memit_joint_update_solves_the_least_squares_problem(tmp_path: Path, tem
     z_module = lm.arch.layer.format(layers[-1])
     templates = artifacts.context_templates
     z_star = torch.stack([optimise_output(lm, z_module, layers[-1], r, hp, templates) for r in REQUESTS], dim=1)
-    groups = template_groups(artifacts)
+    groups = artifacts.template_groups
     applied = []
     for i, layer in enumerate(layers):
         module = lm.arch.mlp_out.format(layer)
@@ -251,5 +251,5 @@ def test_kn_refine_uses_the_templated_prompts(templates_file: Path) -> None:
     method = KnowledgeNeurons({**KN_HP, "refine": True}, Artifacts(templates_file=templates_file))
     prompts = method.prompts(REQUESTS[0])
     assert prompts[0] == "The Eiffel Tower is located in"
-    assert prompts[1:] == [t.format(prompts[0]) for t in TEMPLATES["templates"][1:]]
+    assert prompts[1:] == [t.format(prompts[0]) for group in TEMPLATES["groups"][1:] for t in group]
     assert KnowledgeNeurons(KN_HP, Artifacts(templates_file=templates_file)).prompts(REQUESTS[0]) == prompts[:1]

@@ -302,7 +302,7 @@ def test_rome_with_context_templates(tiny_lm: LoadedModel, tmp_path: Path) -> No
     layer = ROME_HPARAMS["layer"]
     module = tiny_lm.arch.mlp_out.format(layer)
     templates_file = tmp_path / "templates.json"
-    templates_file.write_text(json.dumps({"templates": CONTEXT_TEMPLATES}), encoding="utf-8")
+    templates_file.write_text(json.dumps({"groups": [CONTEXT_TEMPLATES[:1], CONTEXT_TEMPLATES[1:]]}), encoding="utf-8")
     rome = ROME(ROME_HPARAMS, Artifacts(templates_file=templates_file))
     assert rome.upstream_files() == [templates_file]
     delta = rome.edit(tiny_lm, [EIFFEL])

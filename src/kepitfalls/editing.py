@@ -58,7 +58,7 @@ def build_method(params: dict[str, Any], name: str) -> EditMethod:
     model = params["model"]
     if model not in per_model:
         raise KeyError(f"params.yaml has no methods.{name}.{model} hyper-parameters")
-    artifacts = Artifacts(templates_file=layout.templates_file(model), stats_dir=layout.stats_dir(model))
+    artifacts = Artifacts(templates_file=layout.templates_file(model, name), stats_dir=layout.stats_dir(model))
     return method_class(name)(per_model[model], artifacts)
 
 

@@ -23,8 +23,8 @@ def pre_dir(suite: str) -> Path:
     return PROJECT_ROOT / "data" / "pre" / suite
 
 
-def templates_file(model: str) -> Path:
-    return PROJECT_ROOT / "artifacts" / "templates" / f"{model}.json"
+def templates_file(model: str, method: str) -> Path:
+    return PROJECT_ROOT / "artifacts" / "templates" / model / f"{method}.json"
 
 
 def corpus_file(model: str) -> Path:

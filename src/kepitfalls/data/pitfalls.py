@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .records import Fields, json_object, json_records, resolve, select_subset
+from .records import Fields, json_object, json_records, resolve
 
 MODELS = ("GPT-J", "GPT2-XL")
 CONFLICT_KINDS = ("reverse", "composite", "coverage")
@@ -149,18 +149,13 @@ def load_relation_prompts(path: Path, model: str = "GPT-J", kind: str = "conflic
     return {relation: table.texts(relation) for relation in table.data}
 
 
-def select_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, Any]]]:
-    """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite runs on: the task's relation
-    paraphrases, and a seeded subset of `config["subset_size"]` records of each of `config["kinds"]` as (kind, record).
+def load_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, list[Any]]]]:
+    """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite selects from: the task's relation
+    paraphrases, and every record of each of `config["kinds"]` as (kind, records).
 
-    `config` may name another `benchmark` folder under `raw_root` and the `model_folder` (GPT-J by default).
+    `config` names the `benchmark` folder under `raw_root` and the `model_folder` (GPT-J or GPT2-XL).
     """
-    folder = raw_root / config.get("benchmark", BENCHMARK)
-    model = config.get("model_folder", MODELS[0])
+    folder = raw_root / config["benchmark"]
+    model = config["model_folder"]
     load = load_conflict_edit if _check_choice(task, PROMPT_KINDS, "task") == "conflict" else load_round_edit
-    chosen = [
-        (kind, record)
-        for kind in config["kinds"]
-        for record in select_subset(load(folder, model, kind), config["subset_size"], config["seed"])
-    ]
-    return load_relation_prompts(folder, model, task), chosen
+    return load_relation_prompts(folder, model, task), [(kind, load(folder, model, kind)) for kind in config["kinds"]]

@@ -22,47 +22,26 @@ Follows the reference `memit/memit_main.py` (`execute_memit`), `compute_z.py` an
    bit for bit.
 
 Choices the reference leaves open, or where this implementation differs:
-- Template groups: the stored templates are one flat list ("{}" + samples). When the templates file records
-  its recipe (`settings.recipe`: (length, count) pairs), each recipe entry is one group, as the reference's
-  nested list would be; otherwise the groups are ["{}"] and all the rest.
+- Template groups: MEMIT's own recipe ("{}" + one 10-token sample from each of five prompts,
+  `methods/templates.py`), stored as the reference's nested list; keys average within each group, then
+  over the groups.
 - z* is optimised by `methods/value.py` (shared with ROME's v*; see its docstring for the speed-ups).
 - Factors are stored in float32 whatever the model dtype (V holds small numbers: λ is large).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import Artifacts, EditMethod, EditRequest
+from kepitfalls.methods.base import EditMethod, EditRequest
 from kepitfalls.methods.layers import subject_reprs
 from kepitfalls.methods.stats import load_second_moment, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel
-
-
-def template_groups(artifacts: Artifacts) -> list[list[str]]:
-    """The context templates grouped by kind (the reference's nested list): "{}" first, then the samples."""
-    templates = artifacts.context_templates
-    if len(templates) == 1:
-        return [list(templates)]
-    counts: list[int] | None = None
-    if artifacts.templates_file is not None:
-        settings = json.loads(artifacts.templates_file.read_text(encoding="utf-8")).get("settings") or {}
-        recipe = settings.get("recipe")
-        if recipe:
-            counts = [int(count) for _, count in recipe]
-    if counts is None or sum(counts) != len(templates) - 1:
-        counts = [len(templates) - 1]
-    groups, start = [templates[:1]], 1
-    for count in counts:
-        groups.append(templates[start : start + count])
-        start += count
-    return [group for group in groups if group]
 
 
 def request_keys(lm: LoadedModel, module: str, requests: Sequence[EditRequest], groups: list[list[str]]) -> torch.Tensor:
@@ -121,7 +100,7 @@ class MEMIT(EditMethod):
             raise ValueError("no edit requests")
         layers = self._layers()
         templates = self.artifacts.context_templates
-        groups = template_groups(self.artifacts)
+        groups = self.artifacts.template_groups
         z_layer = layers[-1]
         z_module = lm.arch.layer.format(z_layer)
         targets = torch.stack([optimise_output(lm, z_module, z_layer, r, self.hparams, templates) for r in requests], dim=1)

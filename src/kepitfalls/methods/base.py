@@ -16,17 +16,23 @@ from kepitfalls.models.loading import LoadedModel
 
 @dataclass
 class Artifacts:
-    """Upstream artifacts a method may read: stored context templates and second-moment statistics."""
+    """Upstream artifacts a method may read: its stored context templates and second-moment statistics."""
 
     templates_file: Path | None = None
     stats_dir: Path | None = None
 
     @functools.cached_property
-    def context_templates(self) -> list[str]:
-        """The stored templates (the `templates` stage), or just the bare prompt without that artifact."""
+    def template_groups(self) -> list[list[str]]:
+        """The stored template groups (the `templates@<METHOD>` stage: ["{}"] first, then one group per
+        recipe entry), or just the bare prompt without that artifact."""
         if self.templates_file is None:
-            return ["{}"]
-        return json.loads(self.templates_file.read_text(encoding="utf-8"))["templates"]
+            return [["{}"]]
+        return json.loads(self.templates_file.read_text(encoding="utf-8"))["groups"]
+
+    @property
+    def context_templates(self) -> list[str]:
+        """Every template, the groups flattened in order ("{}" first)."""
+        return [template for group in self.template_groups for template in group]
 
 
 class EditMethod(ABC):

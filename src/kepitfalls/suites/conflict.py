@@ -16,13 +16,13 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from kepitfalls.data.pitfalls import ConflictEdit, ConflictEditRecord, select_pitfalls
+from kepitfalls.data.pitfalls import ConflictEdit, ConflictEditRecord, load_pitfalls
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
 
 #: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
 SCORE_BATCH = 64
@@ -102,8 +102,10 @@ def _relations(record: ConflictEditRecord) -> set[str]:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[ConflictItem]:
-    """A seeded subset of `subset_size` records from each kind's file, with the paraphrases they need."""
-    prompts, chosen = select_pitfalls(raw_root, config, "conflict")
+    """A seeded subset of `subset_size` records from each kind's file, with the paraphrases they need; with
+    `known_only`, of the records whose first edit's original fact the model knows."""
+    prompts, pools = load_pitfalls(raw_root, config, "conflict")
+    chosen = [(kind, r) for kind, pool in pools for r in select_records(lm, pool, config, lambda r: [_request(r.edits[0])])]
     items: list[ConflictItem] = []
     for kind, record in chosen:
         missing = _relations(record) - set(prompts)

@@ -3,8 +3,7 @@
 Records come from any ROME-schema file: by default the 1,031 One-Hop portability records of Yao et al.
 (the ROME-schema CounterFact cases available offline); set `file: counterfact.json` with
 `benchmark: counterfact` for ROME's original 21,919 cases. `known_only` keeps the facts the unedited model
-gets right: greedy teacher-forced decoding reproduces every token of the true object after the rewrite
-prompt. Distracting prompts are built as CounterFact+ does: `"{rewrite prompt} {target_new}. " +
+knows (`suites.common.KNOWN_POLICY`). Distracting prompts are built as CounterFact+ does: `"{rewrite prompt} {target_new}. " +
 neighbourhood prompt`.
 """
 
@@ -17,12 +16,11 @@ import torch
 
 from kepitfalls.data.counterfact import CounterFactRecord, load_counterfact
 from kepitfalls.data.locality import distract_neighbor
-from kepitfalls.data.records import select_subset, select_subset_where
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, kl_divergence
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
 
 RECORD_TYPE = CounterFactRecord
 PROTOCOL = (
@@ -32,18 +30,9 @@ PROTOCOL = (
 )
 
 
-def known(lm: LoadedModel, records: list[CounterFactRecord]) -> list[bool]:
-    """Whether the unedited model's teacher-forced argmax reproduces each record's true object."""
-    results = teacher_forced(lm.model, lm.tokenizer, [r.rewrite_prompt for r in records], [r.target_true for r in records])
-    return [r.token_accuracy == 1.0 for r in results]
-
-
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[CounterFactRecord]:
-    """A seeded subset of `subset_size` records; with `known_only`, of the facts the model knows (tested lazily)."""
-    pool = load_counterfact(raw_root / config["benchmark"] / config["file"])
-    if config.get("known_only", False):
-        return select_subset_where(pool, config.get("subset_size"), config["seed"], lambda chunk: known(lm, chunk))
-    return select_subset(pool, config.get("subset_size"), config["seed"])
+    """A seeded subset of `subset_size` records; with `known_only`, of the facts the model knows."""
+    return select_records(lm, load_counterfact(raw_root / config["benchmark"] / config["file"]), config, lambda r: [r.request])
 
 
 def edit_cases(records: list[CounterFactRecord]) -> list[EditCase]:

@@ -37,7 +37,7 @@ from kepitfalls.metrics.locality import (
 )
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
 
 OT = "OT"
 #: Default source of each column, relative to the raw benchmark root.
@@ -108,7 +108,7 @@ def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[Loca
     files = {**DEFAULT_FILES, **config.get("files", {})}
     records: list[LocalityRecord] = []
     for column in config.get("columns", COLUMNS):
-        records.extend(select_subset(_pool(raw_root, files, column), config.get("subset_size"), config["seed"]))
+        records.extend(select_records(lm, _pool(raw_root, files, column), config, lambda r: [r.request]))
     piqa = select_subset(load_piqa(raw_root / files[OT]), config["piqa_size"], config["seed"])
     records.append(LocalityRecord(OT, 0, None, piqa=tuple(piqa)))
     return records

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
-from kepitfalls.data.records import EditRequest, select_subset
+from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, multi_hop
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, prompt_ids
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
 
 DEFAULT_FILE = "derived/MQuAKE-hard.json"
 MULTIHOP_SEP = "\n"  # between the one-line "Q: ... A: ..." demonstrations
@@ -92,23 +92,23 @@ def build_case(record: MquakeRecord, prompts: MquakePrompts, max_new_tokens: int
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[MquakeCase]:
-    """A seeded subset of `subset_size` instances of `file` (MQuAKE-hard by default), with the official prompts."""
+    """A seeded subset of `subset_size` instances of `file` (MQuAKE-hard by default), with the official
+    prompts; with `known_only`, of the instances whose every requested edit's original fact the model knows."""
     folder = raw_root / config.get("benchmark", "mquake")
     pool = load_mquake(folder / config.get("file", DEFAULT_FILE))
     prompts = load_mquake_prompts(folder)
-    chosen = select_subset(pool, config.get("subset_size"), config["seed"])
+    chosen = select_records(lm, pool, config, requests)
     return [build_case(r, prompts, config["max_new_tokens"], config["cot_max_new_tokens"]) for r in chosen]
+
+
+def requests(record: MquakeRecord) -> tuple[EditRequest, ...]:
+    """The instance's requested edits, in the file's order."""
+    return tuple(EditRequest(e.prompt, e.subject, e.target_new, e.target_true) for e in record.requested_rewrite)
 
 
 def edit_cases(records: list[MquakeCase]) -> list[EditCase]:
     """One case per instance with all its requested edits, in the file's order."""
-    return [
-        EditCase(
-            str(c.record.case_id),
-            tuple(EditRequest(e.prompt, e.subject, e.target_new, e.target_true) for e in c.record.requested_rewrite),
-        )
-        for c in records
-    ]
+    return [EditCase(str(c.record.case_id), requests(c.record)) for c in records]
 
 
 def _context_limit(lm: LoadedModel) -> int | None:

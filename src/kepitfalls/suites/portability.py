@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from kepitfalls.data.portability import PortabilityRecord, load_portability
-from kepitfalls.data.records import select_subset
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.portability import (
     COLUMNS,
@@ -27,7 +26,7 @@ from kepitfalls.metrics.portability import (
 )
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
 
 #: The portability kind (file) behind each survey column.
 KINDS = {"SR": "subject_replace", "RR": "inverse_relation", "OH": "one_hop"}
@@ -65,12 +64,13 @@ def _editable(record: PortabilityRecord) -> bool:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[PortabilityCase]:
-    """A seeded subset of `subset_size` editable records per column, from the data set `datasets[column]`."""
+    """A seeded subset of `subset_size` editable records per column, from the data set `datasets[column]`
+    (with `known_only`, of the edits whose true answer the model knows)."""
     datasets = {**DEFAULT_DATASETS, **config.get("datasets", {})}
     cases: list[PortabilityCase] = []
     for column in config.get("columns", COLUMNS):
         pool = [r for r in load_portability(raw_root / config["benchmark"], datasets[column], KINDS[column]) if _editable(r)]
-        cases.extend(PortabilityCase(column, r) for r in select_subset(pool, config.get("subset_size"), config["seed"]))
+        cases.extend(PortabilityCase(column, r) for r in select_records(lm, pool, config, lambda r: [r.request]))
     return cases
 
 

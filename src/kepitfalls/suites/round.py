@@ -15,13 +15,13 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from kepitfalls.data.pitfalls import RoundEditRecord, select_pitfalls
+from kepitfalls.data.pitfalls import RoundEditRecord, load_pitfalls
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.round import RoundScores, round_metrics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
 
 #: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
 SCORE_BATCH = 64
@@ -59,8 +59,10 @@ def others(record: RoundEditRecord) -> list[str]:
 
 
 def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[RoundItem]:
-    """A seeded subset of `subset_size` records from each kind's file, with their relation's paraphrases."""
-    prompts, chosen = select_pitfalls(raw_root, config, "round")
+    """A seeded subset of `subset_size` records from each kind's file, with their relation's paraphrases; with
+    `known_only`, of the records whose original fact (s, r, o) the model knows."""
+    prompts, pools = load_pitfalls(raw_root, config, "round")
+    chosen = [(kind, r) for kind, pool in pools for r in select_records(lm, pool, config, lambda r: requests(r)[:1])]
     items: list[RoundItem] = []
     for kind, record in chosen:
         relation = record.edit.relation.id
