@@ -1,4 +1,4 @@
-"""DVC stage `model`: materialise params `model` as float safetensors + tokenizer under models/<name>/."""
+"""DVC stage `model`: materialise params `model` as safetensors (in `model_dtype`) + tokenizer under models/<name>/."""
 
 from __future__ import annotations
 
@@ -10,4 +10,4 @@ from kepitfalls.runtime import configure
 if __name__ == "__main__":
     params = load_params()
     configure(params)
-    print(materialize(params["model"], layout.model_dir(params["model"])))
+    print(materialize(params["model"], layout.model_dir(params["model"]), params.get("model_dtype")))

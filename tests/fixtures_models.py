@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from kepitfalls.models import tiny
 from kepitfalls.models.loading import LoadedModel, wrap
-from kepitfalls.models.registry import get_spec, identity
+from kepitfalls.models.registry import identity, resolve_spec
 
 TINY_NAMES = ("tiny-gptj", "tiny-llama")
 
@@ -30,11 +30,12 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def build_tiny(name: str, seed: int = 0) -> LoadedModel:
-    """A fresh tiny model (random weights), wrapped as the pipeline wraps a loaded one."""
+def build_tiny(name: str, seed: int = 0, dtype: str | None = None) -> LoadedModel:
+    """A fresh tiny model (random weights, cast to `dtype` if given), wrapped as the pipeline wraps a loaded one."""
     builder = {"tiny-gptj": tiny.tiny_gptj, "tiny-llama": tiny.tiny_llama}[name]
     model, tokenizer = builder(seed=seed)
-    return wrap(name, model, tokenizer, identity(get_spec(name)))
+    spec = resolve_spec(name, dtype)
+    return wrap(name, model.to(getattr(torch, spec.dtype)), tokenizer, identity(spec))
 
 
 def build_tiny_gpt2(seed: int = 0) -> LoadedModel:

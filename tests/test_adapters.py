@@ -115,7 +115,7 @@ def test_registry_knows_the_models() -> None:
     for name, ident in identities.items():
         assert name in ident
     assert get_spec("smollm2-135m").gguf.gguf_sha256 in identities["smollm2-135m"]
-    assert "EleutherAI/gpt-j-6B@float16" in identities["gpt-j-6b"]
+    assert "EleutherAI/gpt-j-6B@main" in identities["gpt-j-6b"]
     assert get_spec("tiny-gptj").source == get_spec("tiny-llama").source == "code"
 
 

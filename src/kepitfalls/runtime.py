@@ -31,5 +31,6 @@ def configure(params: dict[str, Any]) -> None:
 
 
 def load_current_model(params: dict[str, Any]) -> LoadedModel:
-    """The model named by `params['model']`, as materialised by the `model` stage."""
-    return load_model(layout.model_dir(params["model"]), device=params.get("runtime", {}).get("device"))
+    """The model named by `params['model']`, as materialised by the `model` stage (in `model_dtype`)."""
+    device = params.get("runtime", {}).get("device")
+    return load_model(layout.model_dir(params["model"]), device=device, model_dtype=params.get("model_dtype"))

@@ -3,6 +3,11 @@
 Every codec applies in place and reverts by restoring saved copies of exactly what it overwrote, never by
 subtracting: floating-point `(w + d) - d` is not always `w`, and a pitfall metric must see the original
 model bit for bit after a revert.
+
+Precision: methods store their changes in float32 (low-rank factors, dense changes) whatever the model's
+dtype, and a low-rank change U Vᵀ is multiplied out in float32. Applying adds the float32 change to the
+weight in float32 arithmetic and rounds the sum once to the weight's own dtype (torch's in-place add
+computes in the promoted dtype): W ← round(W + ΔW). Rounding ΔW to float16 first would round twice.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class Delta(ABC):
         targets = self._targets(model)
         self._saved = [(view, view.clone()) for view, _ in targets]
         for view, change in targets:
-            view.add_(change.to(device=view.device, dtype=view.dtype))
+            view.add_(change.to(device=view.device, dtype=torch.float32))  # one rounding to view.dtype
 
     @torch.no_grad()
     def revert(self, model: nn.Module) -> None:

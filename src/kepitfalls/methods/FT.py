@@ -8,6 +8,12 @@ least 0.01, and, when `norm_constraint` is set, every touched value clamped to w
   reference does (a bag-of-tokens loss for multi-token targets).
 - `target_new` (FT-M): teacher-forced loss on the target tokens only.
 Blocks below the lowest tuned layer are run once per edit, not once per step.
+
+Mixed precision, whatever the weights' dtype: Adam (and the norm constraint) work on float32 master copies
+of the tuned tensors; each step copies the masters into the model's weights (rounded to their dtype), runs
+forward and backward there, and hands the weights' gradients to the masters upcast. Adam on float16
+weights directly breaks (squared gradients underflow to zero and the steps blow up), and half-precision
+weights round small updates away. The delta is master − original, in float32.
 """
 
 from __future__ import annotations
@@ -39,17 +45,21 @@ class FineTune(EditMethod):
         names = [n for layer in layers for n in (f"{lm.arch.mlp_out.format(layer)}.weight", f"{lm.arch.mlp_out.format(layer)}.bias")]
         params = {n: p for n, p in lm.model.named_parameters() if n in names}
         originals = {n: p.detach().clone() for n, p in params.items()}
+        masters = {n: p.detach().float().clone() for n, p in params.items()}
         batch, positions, labels, scales = _training_batch(lm, requests, objective)
         residual = residual_entering(lm, layers[0], batch)
         depth = num_layers(lm.model)
         lm_head = get_module(lm.model, lm.arch.lm_head)
-        optimiser = torch.optim.Adam(list(params.values()), lr=self.hparams["lr"], weight_decay=self.hparams.get("weight_decay", 0.0))
+        optimiser = torch.optim.Adam(list(masters.values()), lr=self.hparams["lr"], weight_decay=self.hparams.get("weight_decay", 0.0))
         eps = self.hparams.get("norm_constraint")
         for p in params.values():
             p.requires_grad_(True)
         try:
             for _ in range(self.hparams["num_steps"]):
                 optimiser.zero_grad()
+                with torch.no_grad():
+                    for n, p in params.items():
+                        p.copy_(masters[n])
                 hidden = normed_hidden(lm, residual, batch, layers[0], depth)
                 log_probs = torch.log_softmax(lm_head(hidden[positions[0], positions[1]]).float(), dim=-1)
                 picked = log_probs.gather(1, labels[:, None]).squeeze(1)
@@ -57,12 +67,15 @@ class FineTune(EditMethod):
                 loss = -per_request.mean()
                 if loss.item() >= STEP_THRESHOLD:
                     loss.backward()
+                    for n, p in params.items():
+                        masters[n].grad, p.grad = p.grad.float(), None
                     optimiser.step()
                 if eps is not None:
                     with torch.no_grad():
-                        for n, p in params.items():
-                            p.copy_(torch.clamp(p, originals[n] - eps, originals[n] + eps))
-            changes = {n: (p.detach() - originals[n]) for n, p in params.items()}
+                        for n, master in masters.items():
+                            start = originals[n].float()
+                            master.copy_(torch.clamp(master, start - eps, start + eps))
+            changes = {n: master - originals[n].float() for n, master in masters.items()}
         finally:
             with torch.no_grad():
                 for n, p in params.items():

@@ -26,7 +26,9 @@ Choices the reference leaves open, or where this implementation differs:
   `methods/templates.py`), stored as the reference's nested list; keys average within each group, then
   over the groups.
 - z* is optimised by `methods/value.py` (shared with ROME's v*; see its docstring for the speed-ups).
-- Factors are stored in float32 whatever the model dtype (V holds small numbers: λ is large).
+- Everything is computed in float32 (the solve in float64) whatever the weights' dtype: keys and residuals
+  read from a half-precision model are upcast, and the factors are stored in float32 (V holds small numbers:
+  λ is large); the codec rounds W + U Vᵀ to the weights' dtype once.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def request_keys(lm: LoadedModel, module: str, requests: Sequence[EditRequest], 
     columns = []
     for request in requests:
         prompts = [t.format(request.prompt) for group in groups for t in group]
-        rows = subject_reprs(lm, module, prompts, [request.subject] * len(prompts))
+        rows = subject_reprs(lm, module, prompts, [request.subject] * len(prompts)).float()
         means, start = [], 0
         for group in groups:
             means.append(rows[start : start + len(group)].mean(0))

@@ -6,6 +6,8 @@ Follows the reference `rome/rome_main.py`, `compute_u.py` and `compute_v.py`:
 - v*: the MLP output at the subject's last token that makes the model say the new target
   (`methods/value.py`, shared with MEMIT's z*).
 - ΔW = (v* − W k₀) uᵀ / (uᵀ k₀), with k₀ the key of the bare prompt, so that (W + ΔW) k₀ = v*.
+Whatever the weights' dtype, keys, C⁻¹k, v* and the factors are float32 (activations read from a
+half-precision model are upcast); the delta codec adds U Vᵀ to the weight in its own dtype.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from kepitfalls.methods.base import EditMethod, EditRequest
 from kepitfalls.methods.layers import Batch, capture, subject_last_index, subject_reprs
 from kepitfalls.methods.stats import load_second_moment, stats_file
 from kepitfalls.methods.value import optimise_output
-from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
 
 
@@ -28,11 +29,11 @@ def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict
     """u: the template-averaged key, whitened by C⁻¹ when `mom2_adjustment` is on, unit norm."""
     module = lm.arch.mlp_out.format(layer)
     prompts = [t.format(request.prompt) for t in templates]
-    key = subject_reprs(lm, module, prompts, [request.subject] * len(prompts)).mean(0)
+    key = subject_reprs(lm, module, prompts, [request.subject] * len(prompts)).float().mean(0)
     if hparams["mom2_adjustment"]:
         if stats_dir is None:
             raise ValueError("ROME with mom2_adjustment needs second-moment statistics (the stats stage)")
-        key = load_second_moment(stats_file(stats_dir, layer), inverse=True).to(key.device) @ key
+        key = load_second_moment(stats_file(stats_dir, layer), inverse=True).to(key.device, torch.float32) @ key
     return key / key.norm()
 
 
@@ -59,7 +60,6 @@ class ROME(EditMethod):
         ids, index = subject_last_index(lm.tokenizer, request.prompt, request.subject)
         batch = Batch.from_ids([ids], lm.tokenizer.pad_token_id, lm.model.device)
         key_rows, out_rows = capture(lm, module, batch, want_output=True)
-        k0, w_k0 = key_rows[0, index], out_rows[0, index]
+        k0, w_k0 = key_rows[0, index].float(), out_rows[0, index].float()
         right = (v_star - w_k0) / torch.dot(k0, u)
-        weight = linear_weight(lm.model, module)
-        return LowRankDelta({module: (right[:, None].to(weight.dtype), u[:, None].to(weight.dtype))})
+        return LowRankDelta({module: (right[:, None], u[:, None])})

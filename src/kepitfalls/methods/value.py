@@ -11,6 +11,9 @@ Speed (the references re-run the full model every step): blocks below the edited
 each step re-runs only the tokens from the subject's last one onwards, from the cached residual, with the
 earlier tokens' attention keys and values cached (`SuffixStack`); logits only where the loss reads them.
 Prompt and target are concatenated as token ids rather than re-tokenised from decoded text.
+
+Precision: v₀, δ and the losses are float32 whatever the model's dtype; δ is cast to the model's dtype where
+it is added (its gradient flows back through the cast), and logits are upcast before the softmax.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from kepitfalls.models.adapters import Architecture, architecture_of
 from kepitfalls.models.materialize import MANIFEST
-from kepitfalls.models.registry import get_spec
+from kepitfalls.models.registry import get_spec, resolve_spec
 
 
 @dataclass
@@ -39,11 +39,21 @@ def wrap(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     return LoadedModel(name, model, prepare_tokenizer(tokenizer), architecture_of(model), identity)
 
 
-def load_model(model_dir: Path | str, device: str | None = None) -> LoadedModel:
-    """Load `models/<name>/` as written by the `model` stage."""
+def load_model(model_dir: Path | str, device: str | None = None, model_dtype: str | None = None) -> LoadedModel:
+    """Load `models/<name>/` as written by the `model` stage, in the dtype it was written in.
+
+    `model_dtype` (params; None: the spec's dtype) is checked against the manifest, so a directory left
+    from another dtype is refused rather than edited under the wrong identity.
+    """
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
     spec = get_spec(manifest["name"])
+    wanted = resolve_spec(spec.name, model_dtype).dtype
+    if manifest["dtype"] != wanted:
+        raise ValueError(
+            f"{model_dir} holds {manifest['dtype']} weights but params model_dtype asks for {wanted}; "
+            "re-run the model stage"
+        )
     device = device or (spec.device if spec.device != "cuda" or torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, manifest["dtype"]))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

