@@ -37,7 +37,7 @@ def _models(gptj: LoadedModel, llama: LoadedModel, gpt2: LoadedModel) -> list[tu
 
 def test_template_fields_are_the_expected_ones() -> None:
     assert set(TEMPLATE_FIELDS) == {
-        "layers", "layer", "mlp", "mlp_in", "mlp_out", "attn", "embed", "final_norm", "lm_head",
+        "layers", "layer", "mlp", "mlp_in", "mlp_out", "mlp_pre_act", "attn", "embed", "final_norm", "lm_head",
     }
     assert set(ARCHITECTURES) == {"gptj", "gpt2", "llama"}
 

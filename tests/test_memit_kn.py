@@ -15,8 +15,9 @@ from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta, decode
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.methods.KN import (
     KnowledgeNeurons,
+    Site,
     attribution_scores,
-    replace_input_at,
+    replace_at,
     select_neurons,
 )
 from kepitfalls.methods.layers import Batch, subject_reprs
@@ -36,7 +37,7 @@ REQUESTS = [
 TEMPLATES = {"groups": [["{}"], ["The cat sat. {}"], ["Apple is red. {}", "Question: who wrote it? {}"]]}
 MEMIT_HP = dict(layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
                 clamp_norm_factor=0.75, kl_factor=0.0625, mom2_adjustment=False, mom2_update_weight=50.0)
-KN_HP = dict(steps=8, batch_size=3, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0)
+KN_HP = dict(variant="dai", steps=8, batch_size=3, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0)
 
 
 def tiny_gpt2(seed: int = 0):
@@ -169,12 +170,12 @@ def test_integrated_gradients_are_complete(lm: LoadedModel) -> None:
     """Σ_i IG_i = P(a) − P(0) per layer (the completeness axiom), up to the Riemann-sum error."""
     ids = prompt_ids(lm.tokenizer, "The Eiffel Tower is located in")
     token = target_ids(lm.tokenizer, "Paris")[0]
-    scores = attribution_scores(lm, ids, token, steps=300, batch_size=128)
+    scores = attribution_scores(lm, ids, [token], steps=300, batch_size=128, site=Site.of(lm.arch, "dai"))
     batch = Batch.from_ids([ids], lm.tokenizer.pad_token_id, lm.model.device)
     with torch.no_grad():
         full = torch.softmax(lm.model(input_ids=batch.input_ids).logits[0, -1].float(), -1)[token]
         for layer in range(scores.shape[0]):
-            with replace_input_at(lm.model, lm.arch.mlp_out.format(layer), len(ids) - 1, torch.zeros(1, scores.shape[1])):
+            with replace_at(lm.model, lm.arch.mlp_out.format(layer), False, len(ids) - 1, torch.zeros(1, scores.shape[1])):
                 zeroed = torch.softmax(lm.model(input_ids=batch.input_ids).logits[0, -1].float(), -1)[token]
             difference = (full - zeroed).item()
             assert abs(scores[layer].sum().item() - difference) <= 0.02 * abs(difference) + 1e-7
@@ -187,8 +188,9 @@ def test_last_token_attribution_equals_whole_prompt_passes(name: str) -> None:
     lm = wrap(f"tiny-{name}", model, tok, f"tiny-{name}")
     ids = prompt_ids(lm.tokenizer, "The Eiffel Tower is located in the city of")
     token = target_ids(lm.tokenizer, "Paris")[0]
-    fast = attribution_scores(lm, ids, token, steps=6, batch_size=4)
-    slow = attribution_scores(lm, ids, token, steps=6, batch_size=4, fast=False)
+    site = Site.of(lm.arch, "dai")
+    fast = attribution_scores(lm, ids, [token], steps=6, batch_size=4, site=site)
+    slow = attribution_scores(lm, ids, [token], steps=6, batch_size=4, site=site, fast=False)
     scale = float(slow.abs().max())
     assert scale > 0
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6 * scale)
@@ -217,7 +219,7 @@ def test_kn_changes_only_the_selected_slices(lm: LoadedModel, templates_file: Pa
         predicted = int(lm.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
     embeddings = lm.model.get_input_embeddings().weight
     direction = embeddings[target_ids(lm.tokenizer, request.target_new)[0]] - embeddings[predicted]
-    selected = set(method.neurons(lm, request, target_ids(lm.tokenizer, request.target_true)[0]))
+    selected = set(method.neurons(lm, request, [target_ids(lm.tokenizer, request.target_true)[0]]))
     stored = set()
     dim = 0 if lm.arch.transposed_weights else 1
     for name, change in delta.changes.items():

@@ -1,51 +1,72 @@
-"""Knowledge Neurons (Dai et al. 2022), as EasyEdit runs it (`models/kn/kn_main.py` and
-`knowledge_neurons/knowledge_neurons.py`: `get_refined_neurons`, `get_scores_for_layer`, `modify_weights`).
+"""Knowledge Neurons (Dai et al. 2022) in three variants, chosen by `methods.KN.<model>.variant`.
 
-1. Attribution: for every layer, the "neurons" are the MLP intermediate activations at the prompt's last
-   position, i.e. the input of `arch.mlp_out` (the coefficients of its value vectors). Their integrated
-   gradients for the probability (softmax, not log) of the attributed token are
-       IG_i = a_i · Σ_k ∂P(α_k a)/∂a_i / steps,   α_k = linspace(0, 1, steps)
-   with the other layers left as they are; the `steps` scaled copies run `batch_size` per forward pass.
-2. Coarse neurons, per prompt: attribution > `adaptive_threshold` × the prompt's maximum attribution over
-   all layers and neurons.
-3. Selection (`get_refined_neurons`): with `refine` true, the prompts are the rewrite prompt plus its
-   context-templated versions (`artifacts.context_templates`; the request has no paraphrases) and a neuron
-   is kept when it is coarse in MORE than `p`·(number of prompts) of them (strictly, as the reference).
-   With `refine` false the reference keeps every coarse neuron of every prompt (no p filter), and
-   `kn_main` passes the rewrite prompt alone, so the selection is the coarse neurons of the rewrite prompt;
-   that is what runs here (`p` and the templates are then unused). `max_neurons` (optional) keeps the
-   neurons of highest attribution (mean over the prompts).
-4. Edit (`modify_weights`, mode "edit"): every selected neuron's value vector (column i of mlp_out's
-   (out, in) weight; row i of GPT-2's transposed Conv1D weight) gets
-       lr_scale · (E[new] − E[pred])
-   with E the INPUT embedding matrix (`arch.embed`, as the reference's `word_embeddings_attr`), `new` the
-   first token of the new target and `pred` the unedited model's argmax next token after the rewrite
-   prompt: the reference subtracts the model's own greedy prediction, not the true target's embedding (for
-   the known facts of the suites the two coincide).
+The survey's KN numbers come from EasyEdit (`models/kn/kn_main.py`, `knowledge_neurons/knowledge_neurons.py`),
+whose neurons and edit differ from the paper's; `easyedit` (the default in every model block) reproduces that
+code as it runs, `dai` is the paper's definition, `dai_sign_aware` fixes `dai`'s edit for negative neurons.
 
-Choices the reference leaves open, or where this implementation differs from it:
-- Neurons: the reference hooks the OUTPUT of `mlp.fc_in` (GPT-J/GPT-2, pre-activation) or `mlp.gate_proj`
-  (Llama, pre-SiLU, before the product with `up_proj`); here they are the input of `mlp_out`, the
-  post-activation coefficients the paper defines and the ones whose value vectors the edit changes.
-- Attributed token: the first token of " " + target_true (ROME-style leading space, no special tokens).
-  The reference encodes the bare string (no leading space; with BOS for Llama tokenizers) and averages the
-  attribution over that many tokens of a greedy continuation whose input ids it never re-encodes for GPT
-  models. Without a true target the unedited model's argmax token is attributed.
-- Edit tokens: first tokens only, each embedding once, scaled by `lr_scale`. The reference subtracts 2×
-  the prediction embedding when the new target is one token and adds each target token once (×1), and
-  never reads `lr_scale` (EasyEdit keeps it at 1.0).
-- `steps` need not be a multiple of `batch_size` (the reference asserts it is).
-- Speed: the blocks below each attributed layer run once per prompt, and the scaled passes run only the
-  last token from the attributed block on, the earlier tokens' keys and values cached (architectures whose
-  embeddings enter the residual unchanged; GPT-2 re-runs the whole prompt). Same scores up to rounding.
-The delta stores only the changed slices (DenseDelta with indices on the raw parameter).
+Shared by every variant:
+- Attribution (`get_scores_for_layer`): for every layer, the integrated gradients of the probability (softmax,
+  not log) of the attributed token w.r.t. the neurons at the prompt's last position,
+      IG_i = a_i · Σ_k ∂P(α_k a)/∂a_i / steps,   α_k = linspace(0, 1, steps),
+  the other layers left as they are; the scaled copies run `batch_size` per forward pass (the reference
+  asserts `steps` is a multiple of `batch_size`; here it need not be).
+- Coarse neurons (`get_coarse_neurons`): score > `adaptive_threshold` × the prompt's maximum over all
+  layers and neurons. Selection (`get_refined_neurons`): with `refine` false every coarse neuron of every
+  prompt; with `refine` true those coarse in MORE than `p`·(number of prompts). `max_neurons` (not in the
+  reference; null everywhere) keeps the neurons of highest mean score.
+- The edit adds a vector to each selected neuron's value vector (column i of mlp_out's (out, in) weight,
+  row i of GPT-2's Conv1D weight), built from the INPUT embeddings (`arch.embed`, the reference's
+  `word_embeddings_attr`), computed in float32 and stored in float32 whatever the model's dtype.
+
+`easyedit` follows EasyEdit's code, bugs included (this variant exists to reproduce published numbers):
+- Neurons (`__init__`'s `input_ff_attr`, `get_baseline_with_activations`, `patch_ff_layer`): the OUTPUT of
+  the MLP's first projection (`arch.mlp_pre_act`: GPT-J `mlp.fc_in`, GPT-2 `mlp.c_fc`, pre-GELU; Llama
+  `mlp.gate_proj`, pre-SiLU and before the product with `up_proj`), not the coefficients of the value
+  vectors that the edit changes.
+- Prompts (`kn_main.apply_kn_to_model`): the rewrite prompt alone, even with `refine` true (so `refine`
+  keeps every coarse neuron of it); encoded with the tokenizer's special tokens (`_prepare_inputs`).
+- Attributed tokens (`_prepare_inputs`, `get_scores_for_layer`): `tokenizer.encode(ground_truth)`, the bare
+  string with special tokens, so a Llama tokenizer's BOS is the first "target token" and its probability
+  is attributed too. Each of the n tokens is attributed in turn and the scores are averaged over them.
+  Step i > 0 attributes token i after the prompt extended by i greedy tokens, decoded and re-encoded as
+  text, only for model types the reference re-tokenises ('gpt', 'llama', 'qwen*', here the llama adapter,
+  SmolLM2 included); GPT-J and GPT-2 ('gptj', 'gpt2') keep the ORIGINAL prompt at every step, so their
+  score is the IG of the mean probability of all target tokens at the prompt's last position.
+- Edit (`modify_weights`, mode "edit"): with g_1..g_m the greedy continuation of the prompt (`_generate`,
+  m = the number of `tokenizer.encode(target_new)` tokens, re-encoded each step) the value vector gets
+       Σ_j E[new_j] − Σ_j E[g_j]         (m > 1)
+       E[new_1] − 2·E[g_1]                (m = 1: `argmax_tokens[0]` is an int, so its embedding is 1-D and
+                                           takes the `* 2` branch; the target's ids are always a list, so
+                                           its 2-D embedding takes the loop and is added once).
+  A Llama tokenizer's BOS makes every target m ≥ 2, so E[BOS] is added and one more greedy token removed.
+  The reference never reads `lr_scale` (1.0 in every block); here it scales the vector in every variant.
+- Deviation: without a true target (the reference needs one) the unedited model's argmax token is attributed.
+
+`dai` (the paper's neurons, this module's earlier definition) deviates from EasyEdit in:
+- Neurons: the INPUT of `arch.mlp_out` (post-activation coefficients of the value vectors).
+- Prompts: with `refine` true, the rewrite prompt plus its context-templated versions
+  (`artifacts.context_templates`; a request has no paraphrases).
+- Attributed token: the first token of " " + target_true (ROME-style leading space, no special tokens),
+  at the end of the prompt; no greedy continuation.
+- Edit: E[new_1] − E[pred], first tokens of " " + target_new and of the greedy continuation, each once.
+`dai_sign_aware` is `dai` with each neuron's vector multiplied by the sign of its activation a_i on the
+rewrite prompt (−1 where a_i < 0, else +1): the neuron adds a_i·v_i to the output, so a change Δ of v_i moves
+the output by a_i·Δ, backwards when a_i < 0, as SiLU-gated MLPs' coefficients often are; sign(a_i)·Δ moves it
+by |a_i|·Δ, towards E[new] and away from E[pred] for every neuron.
+
+Speed: the blocks below each attributed layer run once per prompt, and the scaled passes run only the last
+token from the attributed block on, the earlier tokens' keys and values cached (architectures whose
+embeddings enter the residual unchanged; GPT-2 re-runs the whole prompt). Exact for every variant: both
+attributed activations are per-position. The delta stores only the changed slices (DenseDelta, indices on
+the raw parameter).
 """
 
 from __future__ import annotations
 
 import collections
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -53,21 +74,63 @@ from torch import nn
 from kepitfalls.deltas.codecs import DenseDelta
 from kepitfalls.methods.base import EditMethod, EditRequest
 from kepitfalls.methods.layers import Batch, backbone, normed_hidden, only_layers
-from kepitfalls.models.adapters import get_module, num_layers
+from kepitfalls.models.adapters import Architecture, get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import prompt_ids, target_ids
 
+VARIANTS: dict[str, str] = {
+    "easyedit": "KN as EasyEdit runs it (the survey's numbers): integrated gradients of the MLP's first-projection "
+                "output (pre-activation; gate_proj on gated MLPs) for every ground-truth token, value vectors "
+                "moved by ΣE[new] − ΣE[greedy] (E[new] − 2·E[pred] for one-token targets).",
+    "dai": "KN as Dai et al. define it: integrated gradients of the MLP's post-activation coefficients for the "
+           "first target token, value vectors moved by E[new] − E[pred].",
+    "dai_sign_aware": "KN as Dai et al. define it, with each value vector moved by sign(a)·(E[new] − E[pred]) so "
+                      "that neurons with a negative coefficient a also push towards the new target.",
+}
+#: Architectures whose greedy continuation EasyEdit re-tokenises between attributed target tokens
+#: (`get_scores_for_layer`: model types 'gpt', 'llama', 'qwen*'; never 'gptj' or 'gpt2').
+_EASYEDIT_REENCODES = {"gptj": False, "gpt2": False, "llama": True}
+
+
+def variant_of(hparams: dict[str, Any], model: str = "<model>") -> str:
+    """The configured variant, or a ValueError naming the key and the allowed values."""
+    variant = hparams.get("variant")
+    if variant not in VARIANTS:
+        raise ValueError(f"methods.KN.{model}.variant is {variant!r}; allowed: {', '.join(VARIANTS)}")
+    return variant
+
+
+def describe(hparams: dict[str, Any]) -> str:
+    """One sentence on the configured variant, for table footnotes."""
+    return VARIANTS[variant_of(hparams)]
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a layer's neurons are read and replaced: a module's output (EasyEdit) or input (Dai et al.)."""
+
+    module: str
+    output: bool
+
+    @classmethod
+    def of(cls, arch: Architecture, variant: str) -> "Site":
+        return cls(arch.mlp_pre_act, True) if variant == "easyedit" else cls(arch.mlp_out, False)
+
 
 @contextmanager
-def replace_input_at(model: nn.Module, module_name: str, position: int, values: torch.Tensor) -> Iterator[None]:
-    """Replace a module's input at one sequence position by `values` (batch × features) while open."""
+def replace_at(model: nn.Module, module_name: str, output: bool, position: int, values: torch.Tensor) -> Iterator[None]:
+    """Replace a module's input or output at one sequence position by `values` (batch × features) while open."""
 
-    def hook(_module: nn.Module, args: tuple):
-        x = args[0].clone()
+    def replaced(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
         x[:, position] = values.to(x.dtype)
-        return (x, *args[1:])
+        return x
 
-    handle = get_module(model, module_name).register_forward_pre_hook(hook)
+    module = get_module(model, module_name)
+    if output:
+        handle = module.register_forward_hook(lambda _module, _args, out: replaced(out))
+    else:
+        handle = module.register_forward_pre_hook(lambda _module, args: (replaced(args[0]), *args[1:]))
     try:
         yield
     finally:
@@ -75,7 +138,7 @@ def replace_input_at(model: nn.Module, module_name: str, position: int, values: 
 
 
 @torch.no_grad()
-def _baseline(lm: LoadedModel, batch: Batch, position: int) -> tuple[list[torch.Tensor | None], list[torch.Tensor], torch.Tensor]:
+def _baseline(lm: LoadedModel, batch: Batch, position: int, site: Site) -> tuple[list[torch.Tensor | None], list[torch.Tensor], torch.Tensor]:
     """Per layer: the residual entering the block (None where a restart is not exact) and the neurons'
     activations at `position`; plus the next-token logits there. One forward pass."""
     depth = num_layers(lm.model)
@@ -90,16 +153,20 @@ def _baseline(lm: LoadedModel, batch: Batch, position: int) -> tuple[list[torch.
         return hook
 
     def keep_activation(layer: int):
-        def hook(_module: nn.Module, args: tuple) -> None:
-            activations[layer] = args[0][0, position].detach().clone()
+        def keep(x: torch.Tensor) -> None:
+            activations[layer] = x[0, position].detach().clone()
 
-        return hook
+        if site.output:
+            return lambda _module, _args, out: keep(out)
+        return lambda _module, args: keep(args[0])
 
     try:
         for layer in range(depth):
             if lm.arch.embeds_are_residual:
                 handles.append(get_module(lm.model, lm.arch.layer.format(layer)).register_forward_pre_hook(keep_residual(layer)))
-            handles.append(get_module(lm.model, lm.arch.mlp_out.format(layer)).register_forward_pre_hook(keep_activation(layer)))
+            module = get_module(lm.model, site.module.format(layer))
+            register = module.register_forward_hook if site.output else module.register_forward_pre_hook
+            handles.append(register(keep_activation(layer)))
         logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[0, position]
     finally:
         for handle in handles:
@@ -141,17 +208,21 @@ class _LastTokenFromBlock:
             ).last_hidden_state
 
 
-def attribution_scores(lm: LoadedModel, ids: list[int], token: int, steps: int, batch_size: int, fast: bool = True) -> torch.Tensor:
-    """Integrated gradients (layers × neurons) of P(token | ids) w.r.t. the neurons at the last position.
+def attribution_scores(
+    lm: LoadedModel, ids: list[int], tokens: Sequence[int], steps: int, batch_size: int, site: Site, fast: bool = True
+) -> torch.Tensor:
+    """Integrated gradients (layers × neurons at `site`) of the mean probability of `tokens` after `ids`.
 
-    `fast` re-runs only the last token from each attributed block (`_LastTokenFromBlock`) where that is
-    exact; otherwise each scaled pass runs the whole prompt (from the block's cached residual if it can).
+    The mean over several tokens is EasyEdit's average of per-token scores at one prompt (IG is linear in
+    the attributed function). `fast` re-runs only the last token from each attributed block
+    (`_LastTokenFromBlock`) where that is exact; otherwise each scaled pass runs the whole prompt (from the
+    block's cached residual if it can).
     """
     device = lm.model.device
     batch = Batch.from_ids([ids], lm.tokenizer.pad_token_id, device)
     position = len(ids) - 1
     depth = num_layers(lm.model)
-    residuals, activations, _ = _baseline(lm, batch, position)
+    residuals, activations, _ = _baseline(lm, batch, position, site)
     last_token = _LastTokenFromBlock(lm, ids, residuals) if fast and lm.arch.embeds_are_residual and len(ids) > 1 else None
     lm_head = get_module(lm.model, lm.arch.lm_head)
     alphas = torch.linspace(0, 1, steps, device=device)
@@ -159,23 +230,50 @@ def attribution_scores(lm: LoadedModel, ids: list[int], token: int, steps: int, 
     for layer in range(depth):
         base = activations[layer].float()
         grads = torch.zeros_like(base)
+        module = site.module.format(layer)
         for chunk in alphas.split(batch_size):
             rows = len(chunk)
             scaled = (chunk[:, None] * base[None]).requires_grad_(True)
             if last_token is not None:
-                with replace_input_at(lm.model, lm.arch.mlp_out.format(layer), 0, scaled):
+                with replace_at(lm.model, module, site.output, 0, scaled):
                     last = last_token.hidden(layer, rows)[:, 0]
             else:
                 sub = Batch(batch.input_ids.expand(rows, -1), batch.attention_mask.expand(rows, -1))
                 residual = residuals[layer]
                 residual = residual.expand(rows, -1, -1) if residual is not None else None
-                with replace_input_at(lm.model, lm.arch.mlp_out.format(layer), position, scaled):
+                with replace_at(lm.model, module, site.output, position, scaled):
                     last = normed_hidden(lm, residual, sub, layer, depth)[:, position]
-            probs = torch.softmax(lm_head(last).float(), dim=-1)[:, token]
+            probs = torch.softmax(lm_head(last).float(), dim=-1)[:, list(tokens)].mean(-1)
             (grad,) = torch.autograd.grad(probs.sum(), scaled)
             grads += grad.sum(0)
         scores.append(base * grads / steps)
     return torch.stack(scores)
+
+
+@torch.no_grad()
+def greedy_contexts(lm: LoadedModel, prompt: str, steps: int) -> list[tuple[list[int], int]]:
+    """EasyEdit's greedy loop (`_generate`): per step, the prompt extended by the argmax tokens so far,
+    decoded and re-encoded as text, and the argmax token after it."""
+    contexts = []
+    text = prompt
+    for _ in range(steps):
+        ids = prompt_ids(lm.tokenizer, text)
+        token = int(lm.model(input_ids=torch.tensor([ids], device=lm.model.device)).logits[0, -1].argmax())
+        contexts.append((ids, token))
+        text += lm.tokenizer.decode([token])
+    return contexts
+
+
+def easyedit_direction(lm: LoadedModel, prompt: str, target_new: str) -> torch.Tensor:
+    """EasyEdit's edit vector (`modify_weights`): Σ_j E[new_j] − Σ_j E[g_j], or E[new] − 2·E[g_1] when
+    `tokenizer.encode(target_new)` is one token; g the greedy continuation of the prompt. Float32."""
+    embeddings = get_module(lm.model, lm.arch.embed).weight
+    new = prompt_ids(lm.tokenizer, target_new)  # tokenizer.encode: bare string, special tokens included
+    greedy = [token for _, token in greedy_contexts(lm, prompt, len(new))]
+    added = embeddings[new].float().sum(0)
+    if len(new) == 1:
+        return added - 2 * embeddings[greedy[0]].float()
+    return added - embeddings[greedy].float().sum(0)
 
 
 def select_neurons(
@@ -197,25 +295,57 @@ def select_neurons(
     return sorted(selected)
 
 
+def value_delta(lm: LoadedModel, selected: list[tuple[int, int]], direction: torch.Tensor, scales: list[float]) -> DenseDelta:
+    """scale·direction added to each selected neuron's value vector; only those slices stored, in float32."""
+    by_layer: dict[int, list[tuple[int, float]]] = collections.defaultdict(list)
+    for (layer, neuron), scale in zip(selected, scales, strict=True):
+        by_layer[layer].append((neuron, scale))
+    direction = direction.float().cpu()
+    changes: dict[str, torch.Tensor] = {}
+    indices: dict[str, tuple[int, torch.Tensor]] = {}
+    for layer, entries in sorted(by_layer.items()):
+        name = f"{lm.arch.mlp_out.format(layer)}.weight"
+        neurons = torch.tensor([neuron for neuron, _ in entries], dtype=torch.long)
+        rows = torch.tensor([scale for _, scale in entries])[:, None] * direction[None]
+        if lm.arch.transposed_weights:  # Conv1D: (in, out), a neuron is a row
+            changes[name], indices[name] = rows, (0, neurons)
+        else:  # nn.Linear: (out, in), a neuron is a column
+            changes[name], indices[name] = rows.T.contiguous(), (1, neurons)
+    return DenseDelta(changes, indices)
+
+
 class KnowledgeNeurons(EditMethod):
     """Knowledge-neuron editing: value vectors of the attributed neurons moved from E[pred] to E[new]."""
 
     name = "KN"
 
     def prompts(self, request: EditRequest) -> list[str]:
-        """The rewrite prompt, plus its context-templated versions when refining."""
+        """The rewrite prompt, plus its context-templated versions when refining (`dai` variants only)."""
         prompt = request.rewrite_prompt
-        if not self.hparams["refine"]:
+        if variant_of(self.hparams) == "easyedit" or not self.hparams["refine"]:
             return [prompt]
         return [prompt] + [t.format(prompt) for t in self.artifacts.context_templates if t != "{}"]
 
-    def neurons(self, lm: LoadedModel, request: EditRequest, token: int) -> list[tuple[int, int]]:
+    def scores(self, lm: LoadedModel, prompt: str, truth: list[int]) -> torch.Tensor:
+        """One prompt's attribution, averaged over the attributed tokens (`get_scores_for_layer`)."""
+        variant = variant_of(self.hparams)
+        if variant == "easyedit" and _EASYEDIT_REENCODES[lm.arch.name]:
+            contexts = [ids for ids, _ in greedy_contexts(lm, prompt, len(truth))]
+        else:
+            contexts = [prompt_ids(lm.tokenizer, prompt)] * len(truth)
+        groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+        for ids, token in zip(contexts, truth):
+            groups[tuple(ids)].append(token)
+        site = Site.of(lm.arch, variant)
+        steps, batch_size = int(self.hparams["steps"]), int(self.hparams["batch_size"])
+        return sum(
+            len(tokens) * attribution_scores(lm, list(ids), tokens, steps, batch_size, site) for ids, tokens in groups.items()
+        ) / len(truth)
+
+    def neurons(self, lm: LoadedModel, request: EditRequest, truth: list[int]) -> list[tuple[int, int]]:
         """The selected (layer, neuron) pairs for one request."""
         hp = self.hparams
-        score_list = [
-            attribution_scores(lm, prompt_ids(lm.tokenizer, prompt), token, int(hp["steps"]), int(hp["batch_size"]))
-            for prompt in self.prompts(request)
-        ]
+        score_list = [self.scores(lm, prompt, truth) for prompt in self.prompts(request)]
         max_neurons = hp.get("max_neurons")
         return select_neurons(score_list, float(hp["adaptive_threshold"]), float(hp["p"]), bool(hp["refine"]),
                               None if max_neurons is None else int(max_neurons))
@@ -223,33 +353,29 @@ class KnowledgeNeurons(EditMethod):
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> DenseDelta:
         if len(requests) != 1:
             raise ValueError("KN edits one request at a time; EditMethod.edit sequences several")
+        variant = variant_of(self.hparams, lm.name)
         request = requests[0]
         tok = lm.tokenizer
         ids = prompt_ids(tok, request.rewrite_prompt)
-        _, _, logits = _baseline(lm, Batch.from_ids([ids], tok.pad_token_id, lm.model.device), len(ids) - 1)
+        batch = Batch.from_ids([ids], tok.pad_token_id, lm.model.device)
+        _, activations, logits = _baseline(lm, batch, len(ids) - 1, Site.of(lm.arch, variant))
         predicted = int(logits.argmax())
-        attributed = target_ids(tok, request.target_true)[0] if request.target_true else predicted
-        selected = self.neurons(lm, request, attributed)
-
-        embeddings = get_module(lm.model, lm.arch.embed).weight
-        new = target_ids(tok, request.target_new)[0]
-        direction = float(self.hparams["lr_scale"]) * (embeddings[new].float() - embeddings[predicted].float())
-        by_layer: dict[int, list[int]] = collections.defaultdict(list)
-        for layer, neuron in selected:
-            by_layer[layer].append(neuron)
-        changes: dict[str, torch.Tensor] = {}
-        indices: dict[str, tuple[int, torch.Tensor]] = {}
-        for layer, neurons in sorted(by_layer.items()):
-            name = f"{lm.arch.mlp_out.format(layer)}.weight"
-            weight = get_module(lm.model, lm.arch.mlp_out.format(layer)).weight
-            column = direction.to(weight.dtype).cpu()
-            if lm.arch.transposed_weights:  # Conv1D: (in, out), a neuron is a row
-                changes[name] = column[None, :].repeat(len(neurons), 1)
-                indices[name] = (0, torch.tensor(neurons, dtype=torch.long))
-            else:  # nn.Linear: (out, in), a neuron is a column
-                changes[name] = column[:, None].repeat(1, len(neurons))
-                indices[name] = (1, torch.tensor(neurons, dtype=torch.long))
-        return DenseDelta(changes, indices)
+        if variant == "easyedit":  # tokenizer.encode(ground_truth): bare string, special tokens included
+            truth = prompt_ids(tok, request.target_true) if request.target_true else [predicted]
+            selected = self.neurons(lm, request, truth)
+            direction = easyedit_direction(lm, request.rewrite_prompt, request.target_new)
+        else:
+            selected = self.neurons(lm, request, [target_ids(tok, request.target_true)[0] if request.target_true else predicted])
+            embeddings = get_module(lm.model, lm.arch.embed).weight
+            direction = embeddings[target_ids(tok, request.target_new)[0]].float() - embeddings[predicted].float()
+        if variant == "dai_sign_aware":
+            scales = [-1.0 if activations[layer][neuron] < 0 else 1.0 for layer, neuron in selected]
+        else:
+            scales = [1.0] * len(selected)
+        return value_delta(lm, selected, float(self.hparams["lr_scale"]) * direction, scales)
 
 
-__all__ = ["KnowledgeNeurons", "attribution_scores", "select_neurons", "replace_input_at"]
+__all__ = [
+    "VARIANTS", "KnowledgeNeurons", "Site", "attribution_scores", "describe", "easyedit_direction", "greedy_contexts",
+    "replace_at", "select_neurons", "value_delta", "variant_of",
+]

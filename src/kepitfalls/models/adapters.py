@@ -23,6 +23,9 @@ class Architecture:
     mlp: str
     mlp_in: str
     mlp_out: str
+    #: The projection whose output the MLP's activation function reads (Llama's gate_proj, not up_proj):
+    #: the activation EasyEdit's KN attributes.
+    mlp_pre_act: str
     attn: str
     embed: str
     final_norm: str
@@ -40,6 +43,7 @@ GPTJ = Architecture(
     mlp="transformer.h.{}.mlp",
     mlp_in="transformer.h.{}.mlp.fc_in",
     mlp_out="transformer.h.{}.mlp.fc_out",
+    mlp_pre_act="transformer.h.{}.mlp.fc_in",
     attn="transformer.h.{}.attn",
     embed="transformer.wte",
     final_norm="transformer.ln_f",
@@ -53,6 +57,7 @@ GPT2 = Architecture(
     mlp="transformer.h.{}.mlp",
     mlp_in="transformer.h.{}.mlp.c_fc",
     mlp_out="transformer.h.{}.mlp.c_proj",
+    mlp_pre_act="transformer.h.{}.mlp.c_fc",
     attn="transformer.h.{}.attn",
     embed="transformer.wte",
     final_norm="transformer.ln_f",
@@ -68,6 +73,7 @@ LLAMA = Architecture(
     mlp="model.layers.{}.mlp",
     mlp_in="model.layers.{}.mlp.up_proj",
     mlp_out="model.layers.{}.mlp.down_proj",
+    mlp_pre_act="model.layers.{}.mlp.gate_proj",
     attn="model.layers.{}.self_attn",
     embed="model.embed_tokens",
     final_norm="model.norm",
