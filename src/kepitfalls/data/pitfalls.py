@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .records import Fields, json_object, json_records, resolve, select_subset
+
+if TYPE_CHECKING:
+    from kepitfalls.suites.common import PitfallsConfig
 
 MODELS = ("GPT-J", "GPT2-XL")
 CONFLICT_KINDS = ("reverse", "composite", "coverage")
@@ -149,18 +152,17 @@ def load_relation_prompts(path: Path, model: str = "GPT-J", kind: str = "conflic
     return {relation: table.texts(relation) for relation in table.data}
 
 
-def select_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, Any]]]:
+def select_pitfalls(raw_root: Path, config: PitfallsConfig, task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, Any]]]:
     """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite runs on: the task's relation
-    paraphrases, and a seeded subset of `config["subset_size"]` records of each of `config["kinds"]` as (kind, record).
-
-    `config` may name another `benchmark` folder under `raw_root` and the `model_folder` (GPT-J by default).
+    paraphrases, and a seeded subset of `config.subset_size` records of each of `config.kinds` as (kind, record),
+    read from `<config.benchmark>/<config.model_folder>/` under `raw_root`.
     """
-    folder = raw_root / config.get("benchmark", BENCHMARK)
-    model = config.get("model_folder", MODELS[0])
+    folder = raw_root / config.benchmark
+    model = config.model_folder
     load = load_conflict_edit if _check_choice(task, PROMPT_KINDS, "task") == "conflict" else load_round_edit
     chosen = [
         (kind, record)
-        for kind in config["kinds"]
-        for record in select_subset(load(folder, model, kind), config["subset_size"], config["seed"])
+        for kind in config.kinds
+        for record in select_subset(load(folder, model, kind), config.subset_size, config.seed)
     ]
     return load_relation_prompts(folder, model, task), chosen

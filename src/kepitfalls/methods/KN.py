@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import collections
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Annotated, Iterator, Literal
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, EditRequest
+from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
 from kepitfalls.methods.layers import Batch, backbone, normed_hidden, only_layers
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
@@ -197,15 +198,29 @@ def select_neurons(
     return sorted(selected)
 
 
+class KNHparams(Hparams):
+    """KN's `methods.KN.<model>` block (EasyEdit's hparams/KN/*.yaml); `max_neurons` null keeps every one."""
+
+    steps: PositiveInt
+    batch_size: PositiveInt
+    adaptive_threshold: Annotated[float, Field(ge=0, le=1)]
+    p: Annotated[float, Field(ge=0, le=1)]
+    refine: bool
+    lr_scale: float
+    max_neurons: PositiveInt | None
+    variant: Literal["easyedit", "dai", "dai_sign_aware"]
+
+
 class KnowledgeNeurons(EditMethod):
     """Knowledge-neuron editing: value vectors of the attributed neurons moved from E[pred] to E[new]."""
 
     name = "KN"
+    hparams_type = KNHparams
 
     def prompts(self, request: EditRequest) -> list[str]:
         """The rewrite prompt, plus its context-templated versions when refining."""
         prompt = request.rewrite_prompt
-        if not self.hparams["refine"]:
+        if not self.hparams.refine:
             return [prompt]
         return [prompt] + [t.format(prompt) for t in self.artifacts.context_templates if t != "{}"]
 
@@ -213,11 +228,11 @@ class KnowledgeNeurons(EditMethod):
         """The selected (layer, neuron) pairs for one request."""
         hp = self.hparams
         score_list = [
-            attribution_scores(lm, prompt_ids(lm.tokenizer, prompt), token, int(hp["steps"]), int(hp["batch_size"]))
+            attribution_scores(lm, prompt_ids(lm.tokenizer, prompt), token, int(hp.steps), int(hp.batch_size))
             for prompt in self.prompts(request)
         ]
-        max_neurons = hp.get("max_neurons")
-        return select_neurons(score_list, float(hp["adaptive_threshold"]), float(hp["p"]), bool(hp["refine"]),
+        max_neurons = hp.max_neurons
+        return select_neurons(score_list, float(hp.adaptive_threshold), float(hp.p), bool(hp.refine),
                               None if max_neurons is None else int(max_neurons))
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> DenseDelta:
@@ -233,7 +248,7 @@ class KnowledgeNeurons(EditMethod):
 
         embeddings = get_module(lm.model, lm.arch.embed).weight
         new = target_ids(tok, request.target_new)[0]
-        direction = float(self.hparams["lr_scale"]) * (embeddings[new].float() - embeddings[predicted].float())
+        direction = float(self.hparams.lr_scale) * (embeddings[new].float() - embeddings[predicted].float())
         by_layer: dict[int, list[int]] = collections.defaultdict(list)
         for layer, neuron in selected:
             by_layer[layer].append(neuron)

@@ -9,17 +9,39 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Literal, Sequence, TypeVar
 
 import torch
+from pydantic import PositiveInt
 from safetensors.torch import load_file, save_file
 
 from kepitfalls.atomic import atomic_path, write_json
+from kepitfalls.data.pitfalls import MODELS as PITFALLS_MODELS
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import Section, Seed
 
 R = TypeVar("R")
+
+
+class SuiteConfig(Section):
+    """What every suite's `suites.<suite>` block holds; each suite module's `Config` adds its own keys.
+
+    `subset_size` null takes every record; `known_only` keeps the facts the unedited model reproduces.
+    """
+
+    benchmark: str
+    subset_size: PositiveInt | None
+    seed: Seed
+    known_only: bool
+
+
+class PitfallsConfig(SuiteConfig):
+    """ConflictEdit and RoundEdit: `<benchmark>/<model_folder>/<kind>...json`, `subset_size` records per kind."""
+
+    model_folder: Literal[PITFALLS_MODELS]
+    kinds: list[str]
 
 
 @dataclass(frozen=True)

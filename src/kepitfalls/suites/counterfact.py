@@ -11,7 +11,6 @@ neighbourhood prompt`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -22,7 +21,14 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, kl_divergence
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied
+from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied
+
+
+class Config(SuiteConfig):
+    """`suites.counterfact`: the ROME-schema `file` under the benchmark folder."""
+
+    file: str
+
 
 RECORD_TYPE = CounterFactRecord
 PROTOCOL = (
@@ -38,12 +44,12 @@ def known(lm: LoadedModel, records: list[CounterFactRecord]) -> list[bool]:
     return [r.token_accuracy == 1.0 for r in results]
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[CounterFactRecord]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[CounterFactRecord]:
     """A seeded subset of `subset_size` records; with `known_only`, of the facts the model knows (tested lazily)."""
-    pool = load_counterfact(raw_root / config["benchmark"] / config["file"])
-    if config.get("known_only", False):
-        return select_subset_where(pool, config.get("subset_size"), config["seed"], lambda chunk: known(lm, chunk))
-    return select_subset(pool, config.get("subset_size"), config["seed"])
+    pool = load_counterfact(raw_root / config.benchmark / config.file)
+    if config.known_only:
+        return select_subset_where(pool, config.subset_size, config.seed, lambda chunk: known(lm, chunk))
+    return select_subset(pool, config.subset_size, config.seed)
 
 
 def edit_cases(records: list[CounterFactRecord]) -> list[EditCase]:
