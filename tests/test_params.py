@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+from dvc.repo import Repo
 
 from kepitfalls.deltas.store import delta_key
 from kepitfalls.params import PROJECT_ROOT, ParamsError, load_params
@@ -90,3 +91,16 @@ def test_delta_keys_depend_on_the_validated_values_only(tmp_path: Path) -> None:
     changed = _load_changed(tmp_path, lambda p: p["methods"]["ROME"][RAW["model"]].update({"v_lr": 0.25}))
     assert _rome_key(changed) != _rome_key(load_params())
 
+
+def test_each_cell_depends_on_its_own_models_hyper_parameters_only() -> None:
+    """Editing GPT-J's ROME block must not re-run the SmolLM2 ROME cells: no cell depends on a whole method block."""
+    repo = Repo(str(PROJECT_ROOT))
+    try:
+        cells = [s for s in repo.index.stages if s.name.split("@")[0] in ("edit", "evaluate")]
+        assert len(cells) == 2 * len(RAW["report"]["methods"]) * len(RAW["report"]["suites"])
+        for stage in cells:
+            method = stage.name.split("@")[1].split("-")[0]
+            params = {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+            assert {p for p in params if p.startswith("methods")} == {f"methods.{method}.{RAW['model']}"}, stage.name
+    finally:
+        repo.close()
