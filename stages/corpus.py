@@ -12,7 +12,6 @@ from kepitfalls.methods.stats import (
     WIKIPEDIA,
     WIKIPEDIA_DATASET,
     WIKITEXT2,
-    CORPORA,
     rows_for,
     sample_corpus,
     wikipedia_corpus,
@@ -25,20 +24,18 @@ from kepitfalls.tensorfile import save_tensors
 if __name__ == "__main__":
     params = load_params()
     configure(params)
-    corpus = params["stats"]["corpus"]
-    name, length, seed = corpus["name"], corpus["length"], corpus["seed"]
-    if name not in CORPORA:
-        raise ValueError(f"stats.corpus.name: unknown corpus {name!r}; expected one of {', '.join(CORPORA)}")
+    corpus = params.stats.corpus
+    name, length, seed = corpus.name, corpus.length, corpus.seed
     lm = load_current_model(params)
-    rows = rows_for(corpus["tokens"], length)
+    rows = rows_for(corpus.tokens, length)
     if name == WIKITEXT2:
-        tokens, version = wikitext_corpus(lm.tokenizer, layout.raw_root() / WIKITEXT2, corpus["tokens"], length, seed)
+        tokens, version = wikitext_corpus(lm.tokenizer, layout.raw_root() / WIKITEXT2, corpus.tokens, length, seed)
     elif name == SELF_SAMPLED:
-        tokens = sample_corpus(lm, rows, length, seed, corpus["batch_size"], corpus["start_text"])
+        tokens = sample_corpus(lm, rows, length, seed, corpus.batch_size, corpus.start_text)
         version = f"{SELF_SAMPLED}-v{SELF_SAMPLED_VERSION}"
     else:
         tokens = wikipedia_corpus(lm.tokenizer, rows, length, seed)
         version = "/".join(WIKIPEDIA_DATASET)
     key = {"model": lm.identity, "corpus": version, "rows": tokens.shape[0], "length": length, "seed": seed}
-    save_tensors(layout.corpus_file(params["model"]), {"input_ids": tokens}, key)
+    save_tensors(layout.corpus_file(params.model), {"input_ids": tokens}, key)
     print(f"{name}: {tokens.numel()} tokens in {tokens.shape[0]} sequences of {length}")

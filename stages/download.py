@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     params = load_params()
-    settings = ((params.get("data") or {}).get("benchmarks") or {}).get(args.benchmark) or {}
-    include_optional = args.include_optional or bool(settings.get("include_optional", False))
+    settings = params.data.benchmarks.get(args.benchmark)
+    include_optional = args.include_optional or (settings is not None and settings.include_optional)
     dest = PROJECT_ROOT / "data" / "raw" / args.benchmark
     manifest = fetch_benchmark(args.benchmark, dest, mirror_dir(params), include_optional)
     for entry in manifest["files"]:

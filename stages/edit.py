@@ -16,6 +16,7 @@ from kepitfalls.runtime import configure, load_current_model
 if __name__ == "__main__":
     method, suite = sys.argv[1], sys.argv[2]
     params = load_params()
+    params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
     summary = edit_suite(load_current_model(params), params, method, suite, layout.deltas_dir(method, suite))
     print(f"{method} on {suite}: {summary['computed']} computed, {summary['reused']} reused, "

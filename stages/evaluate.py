@@ -16,6 +16,7 @@ from kepitfalls.runtime import configure, load_current_model
 if __name__ == "__main__":
     method, suite = sys.argv[1], sys.argv[2]
     params = load_params()
+    params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
     metrics = evaluate_suite(load_current_model(params), method, suite, layout.deltas_dir(method, suite))
     write_json(layout.metrics_file(method, suite), metrics)

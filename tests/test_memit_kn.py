@@ -14,6 +14,7 @@ from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta, decode
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.methods.KN import (
+    KNHparams,
     KnowledgeNeurons,
     Site,
     attribution_scores,
@@ -21,7 +22,7 @@ from kepitfalls.methods.KN import (
     select_neurons,
 )
 from kepitfalls.methods.layers import Batch, subject_reprs
-from kepitfalls.methods.MEMIT import MEMIT, layer_update, request_keys
+from kepitfalls.methods.MEMIT import MEMIT, MEMITHparams, layer_update, request_keys
 from kepitfalls.methods.stats import save_stats, second_moments, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel, wrap
@@ -35,9 +36,10 @@ REQUESTS = [
     EditRequest("{} was founded in", "Toyota", "Germany", "Japan"),
 ]
 TEMPLATES = {"groups": [["{}"], ["The cat sat. {}"], ["Apple is red. {}", "Question: who wrote it? {}"]]}
-MEMIT_HP = dict(layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
-                clamp_norm_factor=0.75, kl_factor=0.0625, mom2_adjustment=False, mom2_update_weight=50.0)
-KN_HP = dict(variant="dai", steps=8, batch_size=3, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0)
+MEMIT_HP = MEMITHparams(layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
+                        clamp_norm_factor=0.75, kl_factor=0.0625, mom2_adjustment=False, mom2_update_weight=50.0)
+KN_HP = KNHparams(steps=8, batch_size=3, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0, max_neurons=None,
+                  variant="dai")
 
 
 def tiny_gpt2(seed: int = 0):
@@ -92,7 +94,7 @@ def test_memit_touches_exactly_its_layers_and_restores(lm: LoadedModel, template
     before = snapshot(lm)
     delta = method.edit(lm, REQUESTS[:1])
     assert_identical(lm, before)  # edit leaves the model as it found it
-    modules = [lm.arch.mlp_out.format(layer) for layer in MEMIT_HP["layers"]]
+    modules = [lm.arch.mlp_out.format(layer) for layer in MEMIT_HP.layers]
     assert isinstance(delta, LowRankDelta) and list(delta.factors) == modules
     delta.apply(lm.model)
     assert changed(lm, before) == {f"{m}.weight" for m in modules}
@@ -110,12 +112,12 @@ def test_memit_touches_exactly_its_layers_and_restores(lm: LoadedModel, template
 def test_memit_joint_update_solves_the_least_squares_problem(tmp_path: Path, templates_file: Path) -> None:
     model, tok = tiny_gptj(seed=1)
     lm = wrap("tiny-gptj", model, tok, "tiny-gptj")
-    layers = MEMIT_HP["layers"]
+    layers = MEMIT_HP.layers
     corpus = torch.randint(0, len(tok), (16, 40), generator=torch.Generator().manual_seed(0))
     moments, count = second_moments(lm, [lm.arch.mlp_out.format(layer) for layer in layers], corpus, batch_size=8)
     for layer in layers:
         save_stats(stats_file(tmp_path, layer), moments[lm.arch.mlp_out.format(layer)].float(), count, {"corpus": "random"})
-    hp = {**MEMIT_HP, "mom2_adjustment": True, "mom2_update_weight": 30.0}
+    hp = MEMIT_HP.model_copy(update={"mom2_adjustment": True, "mom2_update_weight": 30.0})
     artifacts = Artifacts(templates_file=templates_file, stats_dir=tmp_path)
     method = MEMIT(hp, artifacts)
     assert method.upstream_files() == [templates_file] + [stats_file(tmp_path, layer) for layer in layers]
@@ -138,7 +140,7 @@ def test_memit_joint_update_solves_the_least_squares_problem(tmp_path: Path, tem
         residual = ((z_star - current) / (len(layers) - i)).double()
         torch.testing.assert_close(u.double(), residual, rtol=1e-5, atol=1e-6)
         mom2 = load_file(str(stats_file(tmp_path, layer)))["mom2"].double()
-        lhs = update @ (hp["mom2_update_weight"] * mom2 + keys @ keys.T)
+        lhs = update @ (hp.mom2_update_weight * mom2 + keys @ keys.T)
         rhs = residual @ keys.T
         assert ((lhs - rhs).norm() / rhs.norm()).item() < 1e-4
         part = LowRankDelta({module: (u, v)})
@@ -160,7 +162,7 @@ def test_memit_without_mom2_uses_the_identity() -> None:
 
 def test_memit_rejects_unordered_layers() -> None:
     with pytest.raises(ValueError):
-        MEMIT({**MEMIT_HP, "layers": [2, 1]}).edit_batch(None, REQUESTS)  # type: ignore[arg-type]
+        MEMIT(MEMIT_HP.model_copy(update={"layers": [2, 1]})).edit_batch(None, REQUESTS)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- KN
@@ -250,7 +252,7 @@ def test_kn_changes_only_the_selected_slices(lm: LoadedModel, templates_file: Pa
 
 
 def test_kn_refine_uses_the_templated_prompts(templates_file: Path) -> None:
-    method = KnowledgeNeurons({**KN_HP, "refine": True}, Artifacts(templates_file=templates_file))
+    method = KnowledgeNeurons(KN_HP.model_copy(update={"refine": True}), Artifacts(templates_file=templates_file))
     prompts = method.prompts(REQUESTS[0])
     assert prompts[0] == "The Eiffel Tower is located in"
     assert prompts[1:] == [t.format(prompts[0]) for group in TEMPLATES["groups"][1:] for t in group]

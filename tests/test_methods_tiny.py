@@ -22,7 +22,7 @@ from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas import ComposedDelta, DenseDelta, LowRankDelta
 from kepitfalls.methods import method_class
 from kepitfalls.methods.base import Artifacts
-from kepitfalls.methods.FT import FineTune
+from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.methods.layers import (
     Batch,
     capture,
@@ -31,17 +31,17 @@ from kepitfalls.methods.layers import (
     residual_entering,
     subject_last_index,
 )
-from kepitfalls.methods.ROME import ROME
+from kepitfalls.methods.ROME import ROME, ROMEHparams
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.methods.stats import load_second_moment, save_stats, second_moments, stats_file
 from kepitfalls.models.adapters import get_module, linear_weight
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import mean_target_prob
 
-ROME_HPARAMS = {
-    "layer": 1, "v_num_grad_steps": 5, "v_lr": 0.5, "v_loss_layer": -1, "v_weight_decay": 0.5,
-    "clamp_norm_factor": 4, "kl_factor": 0.0625, "mom2_adjustment": False,
-}
+ROME_HPARAMS = ROMEHparams(
+    layer=1, v_num_grad_steps=5, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
+    clamp_norm_factor=4, kl_factor=0.0625, mom2_adjustment=False,
+)
 EIFFEL = EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome, Italy", "Paris")
 DARRIEUX = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Dutch", "French")
 
@@ -63,7 +63,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_rome_update_maps_key_to_optimised_value(tiny_lm: LoadedModel) -> None:
-    layer = ROME_HPARAMS["layer"]
+    layer = ROME_HPARAMS.layer
     module = tiny_lm.arch.mlp_out.format(layer)
     before = snapshot(tiny_lm.model)
     delta = ROME(ROME_HPARAMS, Artifacts()).edit(tiny_lm, [EIFFEL])
@@ -84,7 +84,7 @@ def test_rome_update_maps_key_to_optimised_value(tiny_lm: LoadedModel) -> None:
 
 
 def test_rome_delta_is_rank_one_on_one_module(tiny_lm: LoadedModel) -> None:
-    module = tiny_lm.arch.mlp_out.format(ROME_HPARAMS["layer"])
+    module = tiny_lm.arch.mlp_out.format(ROME_HPARAMS.layer)
     delta = ROME(ROME_HPARAMS, Artifacts()).edit(tiny_lm, [EIFFEL])
     assert isinstance(delta, LowRankDelta) and list(delta.factors) == [module]
     u, v = delta.factors[module]
@@ -97,13 +97,13 @@ def test_rome_delta_is_rank_one_on_one_module(tiny_lm: LoadedModel) -> None:
     singular = torch.linalg.svdvals(change)  # rank one up to the float32 rounding of (w + d) - w
     assert float(singular[1] / singular[0]) < 1e-4
     # Without mom2 adjustment the right factor is the unit key itself (template "{}": the bare prompt).
-    k_star, _ = key_and_output(tiny_lm, ROME_HPARAMS["layer"], EIFFEL)
+    k_star, _ = key_and_output(tiny_lm, ROME_HPARAMS.layer, EIFFEL)
     assert float(v[:, 0].norm()) == pytest.approx(1.0, abs=1e-5)
     assert _cosine(v[:, 0], k_star) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_rome_mom2_adjustment_whitens_the_key(tiny_lm: LoadedModel, tmp_path: Path) -> None:
-    layer = ROME_HPARAMS["layer"]
+    layer = ROME_HPARAMS.layer
     module = tiny_lm.arch.mlp_out.format(layer)
     corpus = torch.randint(2, len(tiny_lm.tokenizer), (24, 64), generator=torch.Generator().manual_seed(0))
     shallower = tiny_lm.arch.mlp_out.format(layer - 1)
@@ -121,7 +121,7 @@ def test_rome_mom2_adjustment_whitens_the_key(tiny_lm: LoadedModel, tmp_path: Pa
 
     stats_dir = tmp_path / "stats"
     save_stats(stats_file(stats_dir, layer), mom2.float(), count, {"corpus": "random-ids"})
-    hparams = {**ROME_HPARAMS, "mom2_adjustment": True}
+    hparams = ROME_HPARAMS.model_copy(update={"mom2_adjustment": True})
     rome = ROME(hparams, Artifacts(stats_dir=stats_dir))
     assert rome.upstream_files() == [stats_file(stats_dir, layer)]
     delta = rome.edit(tiny_lm, [EIFFEL])
@@ -158,11 +158,11 @@ CONTEXT_TEMPLATES = ["{}", "The Colosseum is in Rome. {}", "Hello. {}", "Questio
 
 def test_optimise_value_starts_from_the_unedited_output(tiny_lm: LoadedModel) -> None:
     """With one step no update is taken, so v* is v₀: the module output at the subject's last token."""
-    _, w_k = key_and_output(tiny_lm, ROME_HPARAMS["layer"], EIFFEL)
-    v_zero = optimise_value(tiny_lm, ROME_HPARAMS["layer"], EIFFEL, {**ROME_HPARAMS, "v_num_grad_steps": 1}, ["{}"])
+    _, w_k = key_and_output(tiny_lm, ROME_HPARAMS.layer, EIFFEL)
+    v_zero = optimise_value(tiny_lm, ROME_HPARAMS.layer, EIFFEL, ROME_HPARAMS.model_copy(update={"v_num_grad_steps": 1}), ["{}"])
     torch.testing.assert_close(v_zero, w_k, rtol=0, atol=1e-6)
-    v_star = optimise_value(tiny_lm, ROME_HPARAMS["layer"], EIFFEL, ROME_HPARAMS, CONTEXT_TEMPLATES)
-    assert float((v_star - w_k).norm()) <= ROME_HPARAMS["clamp_norm_factor"] * float(w_k.norm()) * (1 + 1e-5)
+    v_star = optimise_value(tiny_lm, ROME_HPARAMS.layer, EIFFEL, ROME_HPARAMS, CONTEXT_TEMPLATES)
+    assert float((v_star - w_k).norm()) <= ROME_HPARAMS.clamp_norm_factor * float(w_k.norm()) * (1 + 1e-5)
 
 
 def test_optimise_value_first_step_follows_the_nll_gradient(tiny_lm: LoadedModel) -> None:
@@ -171,9 +171,9 @@ def test_optimise_value_first_step_follows_the_nll_gradient(tiny_lm: LoadedModel
     The gradient is computed independently: a full forward pass of prompt ⊕ target[:-1] with δ added to
     the MLP output at the subject's last token, the mean NLL of the target tokens read from the logits.
     """
-    layer, lr = ROME_HPARAMS["layer"], 0.01
-    hparams = {**ROME_HPARAMS, "v_num_grad_steps": 2, "v_lr": lr, "kl_factor": 0.0, "v_weight_decay": 0.0,
-               "clamp_norm_factor": 1e6}
+    layer, lr = ROME_HPARAMS.layer, 0.01
+    hparams = ROME_HPARAMS.model_copy(update={"v_num_grad_steps": 2, "v_lr": lr, "kl_factor": 0.0, "v_weight_decay": 0.0,
+                                              "clamp_norm_factor": 1e6})
     tok = tiny_lm.tokenizer
     ids, index = subject_last_index(tok, EIFFEL.prompt, EIFFEL.subject)
     target = tok(" " + EIFFEL.target_new, add_special_tokens=False)["input_ids"]
@@ -201,12 +201,12 @@ def test_optimise_value_first_step_follows_the_nll_gradient(tiny_lm: LoadedModel
     torch.testing.assert_close(step[clear], -lr * grad.sign()[clear], rtol=0, atol=lr * 1e-2)
 
 
-def optimise_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict, templates: list[str]) -> torch.Tensor:
+def optimise_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: ROMEHparams, templates: list[str]) -> torch.Tensor:
     """ROME's v*: the shared optimiser applied to the block's MLP output."""
     return optimise_output(lm, lm.arch.mlp.format(layer), layer, request, hparams, templates)
 
 
-def reference_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict, templates: list[str]) -> torch.Tensor:
+def reference_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: ROMEHparams, templates: list[str]) -> torch.Tensor:
     """ROME's v* written out plainly: one prompt at a time, full forward passes, loss read from the logits.
 
     Only for `v_loss_layer` = the last layer (the logits are then the model's own).
@@ -232,9 +232,9 @@ def reference_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: 
 
     v_zero = key_and_output(lm, layer, EditRequest(templates[0].format(request.prompt), request.subject, "x"))[1]
     delta = torch.zeros_like(v_zero, requires_grad=True)
-    optimiser = torch.optim.Adam([delta], lr=hparams["v_lr"])
+    optimiser = torch.optim.Adam([delta], lr=hparams.v_lr)
     kl_start = torch.log_softmax(logits_with(None, kl_ids, kl_index)[kl_index], -1)
-    for step in range(hparams["v_num_grad_steps"]):
+    for step in range(hparams.v_num_grad_steps):
         optimiser.zero_grad()
         nlls = []
         for ids, index in rewrites:
@@ -242,14 +242,14 @@ def reference_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: 
             nlls.append(-torch.stack([log_probs[len(ids) - 1 + j, t] for j, t in enumerate(target)]).mean())
         kl_now = torch.log_softmax(logits_with(delta, kl_ids, kl_index)[kl_index], -1)
         kl = (kl_now.exp() * (kl_now - kl_start)).sum()  # KL(P_δ ‖ P_0) at the KL prompt's subject token
-        loss = torch.stack(nlls).mean() + hparams["kl_factor"] * kl
-        loss = loss + hparams["v_weight_decay"] * delta.norm() / v_zero.norm() ** 2
-        if loss.item() < 5e-2 or step == hparams["v_num_grad_steps"] - 1:
+        loss = torch.stack(nlls).mean() + hparams.kl_factor * kl
+        loss = loss + hparams.v_weight_decay * delta.norm() / v_zero.norm() ** 2
+        if loss.item() < 5e-2 or step == hparams.v_num_grad_steps - 1:
             break
         loss.backward()
         optimiser.step()
         with torch.no_grad():
-            limit = hparams["clamp_norm_factor"] * v_zero.norm()
+            limit = hparams.clamp_norm_factor * v_zero.norm()
             if delta.norm() > limit:
                 delta.mul_(limit / delta.norm())
     return (v_zero + delta).detach()
@@ -258,7 +258,7 @@ def reference_value(lm: LoadedModel, layer: int, request: EditRequest, hparams: 
 @pytest.mark.parametrize("kl_factor,clamp", [(0.0625, 4.0), (1e4, 4.0), (1.0, 0.05)])  # 1e4: the KL term matters
 def test_optimise_value_matches_plain_reference(tiny_lm: LoadedModel, kl_factor: float, clamp: float) -> None:
     """NLL over every template, KL at the "{} is a" prompt, weight decay and the norm clamp, all as written."""
-    hparams = {**ROME_HPARAMS, "v_lr": 0.05, "kl_factor": kl_factor, "clamp_norm_factor": clamp, "v_num_grad_steps": 6}
+    hparams = ROME_HPARAMS.model_copy(update={"v_lr": 0.05, "kl_factor": kl_factor, "clamp_norm_factor": clamp, "v_num_grad_steps": 6})
     templates = CONTEXT_TEMPLATES[:3]
     got = optimise_value(tiny_lm, 1, DARRIEUX, hparams, templates)
     want = reference_value(tiny_lm, 1, DARRIEUX, hparams, templates)
@@ -277,7 +277,7 @@ def test_optimise_value_same_with_and_without_cached_residual(tiny_lm: LoadedMod
     Includes a one-token subject at position 0 (nothing before the subject) and prompts of many lengths.
     """
     full = dataclasses.replace(tiny_lm, arch=dataclasses.replace(tiny_lm.arch, embeds_are_residual=False))
-    hparams = {**ROME_HPARAMS, "layer": layer, "v_loss_layer": loss_layer}
+    hparams = ROME_HPARAMS.model_copy(update={"layer": layer, "v_loss_layer": loss_layer})
     for request in (EIFFEL, EditRequest("{} was founded in", "The", "Japan")):
         cached = optimise_value(tiny_lm, layer, request, hparams, CONTEXT_TEMPLATES)
         plain = optimise_value(full, layer, request, hparams, CONTEXT_TEMPLATES)
@@ -286,7 +286,7 @@ def test_optimise_value_same_with_and_without_cached_residual(tiny_lm: LoadedMod
 
 def test_rome_nll_descent_raises_target_probability(tiny_lm: LoadedModel) -> None:
     """Pure NLL (no KL, no decay), small steps: the rewritten prompt's P̄(target) goes up, for each request."""
-    hparams = {**ROME_HPARAMS, "v_lr": 0.05, "kl_factor": 0.0, "v_weight_decay": 0.0}
+    hparams = ROME_HPARAMS.model_copy(update={"v_lr": 0.05, "kl_factor": 0.0, "v_weight_decay": 0.0})
     for request in (EIFFEL, DARRIEUX):
         prompts, targets = [request.rewrite_prompt], [request.target_new]
         before = mean_target_prob(tiny_lm.model, tiny_lm.tokenizer, prompts, targets)[0]
@@ -299,7 +299,7 @@ def test_rome_nll_descent_raises_target_probability(tiny_lm: LoadedModel) -> Non
 
 def test_rome_with_context_templates(tiny_lm: LoadedModel, tmp_path: Path) -> None:
     """u is the unit template-averaged key; the update still sends the bare prompt's key to v*."""
-    layer = ROME_HPARAMS["layer"]
+    layer = ROME_HPARAMS.layer
     module = tiny_lm.arch.mlp_out.format(layer)
     templates_file = tmp_path / "templates.json"
     templates_file.write_text(json.dumps({"groups": [CONTEXT_TEMPLATES[:1], CONTEXT_TEMPLATES[1:]]}), encoding="utf-8")
@@ -321,7 +321,7 @@ def test_rome_with_context_templates(tiny_lm: LoadedModel, tmp_path: Path) -> No
 def test_rome_on_gpt2_without_cached_residual(tiny_gpt2_lm: LoadedModel) -> None:
     """GPT-2: Conv1D weight (in, out) and no restart from a cached residual; the update still maps k* to v*."""
     lm, layer = tiny_gpt2_lm, 0
-    hparams = {**ROME_HPARAMS, "layer": layer}
+    hparams = ROME_HPARAMS.model_copy(update={"layer": layer})
     module = lm.arch.mlp_out.format(layer)
     assert residual_entering(lm, layer, Batch.from_ids([[1, 2, 3]], 0, lm.model.device)) is None
     before = snapshot(lm.model)
@@ -340,7 +340,7 @@ def test_rome_on_gpt2_without_cached_residual(tiny_gpt2_lm: LoadedModel) -> None
 
 def test_rome_mom2_without_stats_raises(tiny_gptj_lm: LoadedModel) -> None:
     with pytest.raises(ValueError, match="statistics"):
-        ROME({**ROME_HPARAMS, "mom2_adjustment": True}, Artifacts()).edit(tiny_gptj_lm, [EIFFEL])
+        ROME(ROME_HPARAMS.model_copy(update={"mom2_adjustment": True}), Artifacts()).edit(tiny_gptj_lm, [EIFFEL])
 
 
 def test_rome_edit_batch_refuses_several_requests(tiny_gptj_lm: LoadedModel) -> None:
@@ -378,7 +378,7 @@ def test_sequential_rome_composes_on_the_edited_model(tiny_lm: LoadedModel) -> N
     assert isinstance(composed, ComposedDelta) and len(composed.parts) == 2
     first, second = composed.parts
     assert not first.applied and not second.applied
-    module = tiny_lm.arch.mlp_out.format(ROME_HPARAMS["layer"])
+    module = tiny_lm.arch.mlp_out.format(ROME_HPARAMS.layer)
 
     alone_first = rome.edit_batch(tiny_lm, [EIFFEL])
     alone_second = rome.edit_batch(tiny_lm, [DARRIEUX])  # on the unedited model
@@ -411,9 +411,8 @@ def test_method_class_lookup() -> None:
 # -------------------------------------------------------------------------------------------------- FT
 
 
-def ft_hparams(objective: str, norm_constraint: float | None = None) -> dict:
-    return {"layers": [2], "num_steps": 5, "lr": 1e-2, "weight_decay": 0.0, "objective": objective,
-            "norm_constraint": norm_constraint}
+def ft_hparams(objective: str, norm_constraint: float | None = None) -> FTHparams:
+    return FTHparams(layers=[2], num_steps=5, lr=1e-2, weight_decay=0.0, objective=objective, norm_constraint=norm_constraint)
 
 
 def _mlp_out_params(lm: LoadedModel, layer: int) -> set[str]:
@@ -484,7 +483,7 @@ def test_ft_first_step_follows_the_objective_gradient(tiny_lm: LoadedModel, obje
     """
     lr, tok = 1e-3, tiny_lm.tokenizer
     requests = [EIFFEL, DARRIEUX]
-    hparams = {**ft_hparams(objective), "num_steps": 1, "lr": lr}
+    hparams = ft_hparams(objective).model_copy(update={"num_steps": 1, "lr": lr})
     names = sorted(_mlp_out_params(tiny_lm, 2))
     params = [tiny_lm.model.get_parameter(n) for n in names]
     for p in params:

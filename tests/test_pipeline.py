@@ -26,8 +26,8 @@ METHODS = ["ROME", "FT"]
 SMALL = {
     ("report", "methods"): METHODS,
     ("report", "suites"): ["counterfact"],
-    ("templates", "recipe"): [[5, 2], [10, 2]],
-    ("stats", "corpus", "samples"): 16,
+    ("templates", "ROME", "recipe"): [[5, 2], [10, 2]],
+    ("stats", "corpus", "tokens"): 768,
     ("stats", "corpus", "length"): 48,
     ("stats", "corpus", "batch_size"): 16,
 }

@@ -11,15 +11,16 @@ from mirror import MIRROR
 from fixtures_models import build_deltas, build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
 from kepitfalls.data.pitfalls import BENCHMARK
 from kepitfalls.deltas import DenseDelta
-from kepitfalls.methods.FT import FineTune
+from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites import conflict
 from kepitfalls.suites.common import EditCase, load_records, save_records
 
 RAW_ROOT = MIRROR
-CONFIG = {"kinds": ["reverse", "composite", "coverage"], "subset_size": 2, "seed": 0}
-FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
+CONFIG = conflict.Config(benchmark=BENCHMARK, model_folder="GPT-J", kinds=["reverse", "composite", "coverage"],
+                         subset_size=2, seed=0, known_only=False)
+FT_HPARAMS = FTHparams(layers=[1], num_steps=2, lr=1e-3, weight_decay=0.0, objective="target_new", norm_constraint=None)
 KEYS = {
     "reverse_CS", "reverse_CM", "reverse_CS_implicit", "reverse_cases",
     "composite_CS", "composite_CM", "composite_CS_implicit", "composite_TFD", "composite_TFD_e2only", "composite_cases",
@@ -54,7 +55,7 @@ def test_select_takes_size_records_of_each_kind_with_their_paraphrases(items: li
 
 
 def test_records_round_trip_through_json(items: list[conflict.ConflictItem], tmp_path: Path) -> None:
-    save_records(tmp_path / "records.json", "conflict", items, CONFIG)
+    save_records(tmp_path / "records.json", "conflict", items, CONFIG.model_dump())
     assert load_records(tmp_path / "records.json", conflict.RECORD_TYPE) == items
 
 
@@ -134,4 +135,4 @@ def test_no_op_edits_leave_cm_and_tied_fact_damage_at_zero(lm: LoadedModel, item
 
 def test_unknown_kind_is_rejected(lm: LoadedModel) -> None:
     with pytest.raises(ValueError, match="unknown kind .sideways."):
-        conflict.select(lm, RAW_ROOT, {**CONFIG, "kinds": ["sideways"]})
+        conflict.select(lm, RAW_ROOT, CONFIG.model_copy(update={"kinds": ["sideways"]}))

@@ -9,13 +9,17 @@ from mirror import MIRROR
 import torch
 from fixtures_models import build_deltas, changed_tensors, single_thread, snapshot, tiny_gptj_lm  # noqa: F401
 
-from kepitfalls.methods.FT import FineTune
+from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites import common, locality
 
 RAW_ROOT = MIRROR
-CONFIG = {"benchmark": "zsre", "subset_size": 2, "seed": 0, "piqa_size": 4}
-FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
+CONFIG = locality.Config(
+    benchmark="zsre", subset_size=2, seed=0, piqa_size=4, known_only=False,
+    files=locality.Files(OA="zsre/knowedit_derived/ZsRE-test-all.json",
+                         DN="easyedit_portability/portability/One Hop/counterfact_portability_gpt4.json", OT="piqa"),
+)
+FT_HPARAMS = FTHparams(layers=[1], num_steps=2, lr=1e-3, weight_decay=0.0, objective="target_new", norm_constraint=None)
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +37,7 @@ def summed_logprob(lm: LoadedModel, prompt: str, continuation: str) -> float:
     return float(sum(logits[len(prefix) - 1 + j, token] for j, token in enumerate(answer)))
 
 
-def _build_deltas(lm: LoadedModel, cases: list[common.EditCase], hparams: dict) -> dict:
+def _build_deltas(lm: LoadedModel, cases: list[common.EditCase], hparams: FTHparams) -> dict:
     return build_deltas(lm, cases, FineTune(hparams))
 
 
@@ -48,7 +52,7 @@ def test_select_builds_each_column(tiny_gptj_lm: LoadedModel, tmp_path: Path) ->
     # OT: the seeded PIQA subsample, no edit
     assert ot.request is None and len(ot.piqa) == 4 and not ot.probes
     assert locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG)[-1] == ot  # fixed by the seed
-    common.save_records(tmp_path / "locality.json", "locality", records, CONFIG)
+    common.save_records(tmp_path / "locality.json", "locality", records, CONFIG.model_dump())
     assert common.load_records(tmp_path / "locality.json", locality.RECORD_TYPE) == records
 
 
@@ -85,9 +89,9 @@ def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
 
 def test_a_null_edit_keeps_every_argmax(tiny_gptj_lm: LoadedModel) -> None:
     """FT with no steps changes nothing: LocAgree is 100 and OT equals OT_pre."""
-    records = locality.select(tiny_gptj_lm, RAW_ROOT, {**CONFIG, "subset_size": 1})
+    records = locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG.model_copy(update={"subset_size": 1}))
     pre = locality.pre_scores(tiny_gptj_lm, records)
-    deltas = _build_deltas(tiny_gptj_lm, locality.edit_cases(records), {**FT_HPARAMS, "num_steps": 0})
+    deltas = _build_deltas(tiny_gptj_lm, locality.edit_cases(records), FT_HPARAMS.model_copy(update={"num_steps": 0}))
     metrics = locality.evaluate(tiny_gptj_lm, records, deltas, pre)
     assert metrics["OA"] == metrics["DN"] == 100.0
     assert metrics["OT"] == metrics["OT_pre"]

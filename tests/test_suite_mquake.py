@@ -11,14 +11,14 @@ import torch
 from fixtures_models import build_tiny, single_thread, snapshot  # noqa: F401  (single_thread: autouse)
 
 from kepitfalls.data.mquake import load_mquake, load_mquake_prompts
-from kepitfalls.methods.FT import FineTune
+from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.suites import mquake
 from kepitfalls.suites.common import applied, chain, load_records, save_records
 
 RAW_ROOT = MIRROR
-CONFIG = {"benchmark": "mquake", "file": "derived/MQuAKE-hard.json", "subset_size": 2, "seed": 0,
-          "max_new_tokens": 4, "cot_max_new_tokens": 8}
-FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
+CONFIG = mquake.Config(benchmark="mquake", file="derived/MQuAKE-hard.json", subset_size=2, seed=0, known_only=False,
+                       max_new_tokens=4, cot_max_new_tokens=8)
+FT_HPARAMS = FTHparams(layers=[1], num_steps=2, lr=1e-3, weight_decay=0.0, objective="target_new", norm_constraint=None)
 KEYS = {"EW", "EW_contains", "IW", "IW_contains", "MH", "MH_prefix", "MH_contains", "MH_cot", "MH_cot_contains",
         "MH_pre", "MH_pre_contains", "cases", "edits"}
 
@@ -35,7 +35,7 @@ def test_select_bundles_records_with_their_prompts(tmp_path: Path) -> None:
         assert case.multihop_demos.startswith("Q: What is the country where The Rotunda is located?")
         assert case.cot_demos.startswith("Question: What is the capital")
     path = tmp_path / "records.json"
-    save_records(path, "mquake", records, CONFIG)
+    save_records(path, "mquake", records, CONFIG.model_dump())
     assert load_records(path, mquake.RECORD_TYPE) == records
 
 

@@ -8,14 +8,15 @@ import pytest
 from mirror import MIRROR
 from fixtures_models import build_deltas, changed_tensors, single_thread, snapshot, tiny_gptj_lm  # noqa: F401
 
-from kepitfalls.methods.FT import FineTune
+from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.suites import common, portability
 
 RAW_ROOT = MIRROR
-CONFIG = {"benchmark": "easyedit_portability", "subset_size": 2, "seed": 0}
-FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
+CONFIG = portability.Config(benchmark="easyedit_portability", subset_size=2, seed=0, known_only=False,
+                            datasets=portability.Datasets(SR="zsre", RR="zsre", OH="zsre"))
+FT_HPARAMS = FTHparams(layers=[1], num_steps=2, lr=1e-3, weight_decay=0.0, objective="target_new", norm_constraint=None)
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +25,7 @@ def mirror() -> None:
         pytest.skip(f"no benchmark mirror at {RAW_ROOT}")
 
 
-def _build_deltas(lm: LoadedModel, cases: list[common.EditCase], hparams: dict) -> dict:
+def _build_deltas(lm: LoadedModel, cases: list[common.EditCase], hparams: FTHparams) -> dict:
     return build_deltas(lm, cases, FineTune(hparams))
 
 
@@ -41,13 +42,13 @@ def test_select_reads_each_column_from_its_file(tiny_gptj_lm: LoadedModel, tmp_p
         if r.column == "RR":  # the inverse question asks for the original subject
             assert all(p.answer == r.record.request.subject for p in r.record.probes)
     # subsets nest and are per column
-    larger = portability.select(tiny_gptj_lm, RAW_ROOT, {**CONFIG, "subset_size": 3})
+    larger = portability.select(tiny_gptj_lm, RAW_ROOT, CONFIG.model_copy(update={"subset_size": 3}))
     assert {r.case_id for r in records} <= {r.case_id for r in larger}
     # CounterFact for SR and OH when asked
-    cf = portability.select(tiny_gptj_lm, RAW_ROOT, {**CONFIG, "subset_size": 1, "datasets": {"SR": "counterfact", "OH": "counterfact"}})
+    cf = portability.select(tiny_gptj_lm, RAW_ROOT, CONFIG.model_copy(update={"subset_size": 1, "datasets": portability.Datasets(SR="counterfact", RR="zsre", OH="counterfact")}))
     assert [(r.column, r.record.dataset) for r in cf] == [("SR", "counterfact"), ("RR", "zsre"), ("OH", "counterfact")]
     # the records round-trip through the suite's JSON file
-    common.save_records(tmp_path / "portability.json", "portability", records, CONFIG)
+    common.save_records(tmp_path / "portability.json", "portability", records, CONFIG.model_dump())
     assert common.load_records(tmp_path / "portability.json", portability.RECORD_TYPE) == records
 
 
@@ -82,9 +83,9 @@ def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
 
 def test_a_null_edit_scores_as_the_unedited_model(tiny_gptj_lm: LoadedModel) -> None:
     """FT with no steps changes nothing: every post-edit score equals its *_pre."""
-    records = portability.select(tiny_gptj_lm, RAW_ROOT, {**CONFIG, "subset_size": 1})
+    records = portability.select(tiny_gptj_lm, RAW_ROOT, CONFIG.model_copy(update={"subset_size": 1}))
     pre = portability.pre_scores(tiny_gptj_lm, records)
-    deltas = _build_deltas(tiny_gptj_lm, portability.edit_cases(records), {**FT_HPARAMS, "num_steps": 0})
+    deltas = _build_deltas(tiny_gptj_lm, portability.edit_cases(records), FT_HPARAMS.model_copy(update={"num_steps": 0}))
     metrics = portability.evaluate(tiny_gptj_lm, records, deltas, pre)
     for key in ("SR", "SR_em", "RR", "RR_em", "OH", "OH_em"):
         assert metrics[key] == metrics[f"{key}_pre"]

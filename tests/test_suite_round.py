@@ -11,14 +11,15 @@ from mirror import MIRROR
 from fixtures_models import build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
 from kepitfalls.data.pitfalls import BENCHMARK, Entity, Relation, RoundEdit, RoundEditRecord
 from kepitfalls.deltas import DenseDelta
-from kepitfalls.methods.FT import FineTune
+from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites import round as round_suite
 from kepitfalls.suites.common import applied, chain, load_records, save_records
 
 RAW_ROOT = MIRROR
-CONFIG = {"kinds": ["easy", "hard"], "subset_size": 2, "seed": 0}
-FT_HPARAMS = {"layers": [1], "num_steps": 2, "lr": 1e-3, "weight_decay": 0.0, "objective": "target_new", "norm_constraint": None}
+CONFIG = round_suite.Config(benchmark=BENCHMARK, model_folder="GPT-J", kinds=["easy", "hard"], subset_size=2, seed=0,
+                            known_only=False)
+FT_HPARAMS = FTHparams(layers=[1], num_steps=2, lr=1e-3, weight_decay=0.0, objective="target_new", norm_constraint=None)
 NAMES = ("Succ", "D", "D_js", "IR", "FR")
 KEYS = {f"{prefix}{name}" for prefix in ("", "easy_", "hard_") for name in (*NAMES, "cases")}
 
@@ -41,7 +42,7 @@ def test_select_takes_size_records_of_each_kind(items: list[round_suite.RoundIte
 
 
 def test_records_round_trip_through_json(items: list[round_suite.RoundItem], tmp_path: Path) -> None:
-    save_records(tmp_path / "records.json", "round", items, CONFIG)
+    save_records(tmp_path / "records.json", "round", items, CONFIG.model_dump())
     assert load_records(tmp_path / "records.json", round_suite.RECORD_TYPE) == items
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from kepitfalls import layout
 from kepitfalls.atomic import write_json
+from kepitfalls.config import Params
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.deltas.store import DeltaStore, delta_key
 from kepitfalls.methods import method_class
@@ -52,17 +53,13 @@ def code_fingerprint(method: EditMethod) -> str:
     return digest.hexdigest()
 
 
-def build_method(params: dict[str, Any], name: str) -> EditMethod:
+def build_method(params: Params, name: str) -> EditMethod:
     """The method with its hyper-parameters for the current model and its upstream artifacts."""
-    per_model = params["methods"][name]
-    model = params["model"]
-    if model not in per_model:
-        raise KeyError(f"params.yaml has no methods.{name}.{model} hyper-parameters")
-    artifacts = Artifacts(templates_file=layout.templates_file(model, name), stats_dir=layout.stats_dir(model))
-    return method_class(name)(per_model[model], artifacts)
+    artifacts = Artifacts(templates_file=layout.templates_file(params.model, name), stats_dir=layout.stats_dir(params.model))
+    return method_class(name)(params.hparams(name), artifacts)
 
 
-def edit_suite(lm: LoadedModel, params: dict[str, Any], method_name: str, suite: str, out_dir: Path) -> dict[str, Any]:
+def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case; write the case → key index last, atomically.
 
     A case with a `base` is computed with its base chain applied, and its key includes the base's key.
@@ -80,7 +77,7 @@ def edit_suite(lm: LoadedModel, params: dict[str, Any], method_name: str, suite:
     for case_id, case in cases.items():
         requests = [dataclasses.asdict(r) for r in case.requests]
         base_key = index[case.base]["key"] if case.base is not None else None
-        key = delta_key(lm.identity, method_name, method.hparams, requests, {**upstream, "base": base_key or ""})
+        key = delta_key(lm.identity, method_name, method.hparams.model_dump(mode="json"), requests, {**upstream, "base": base_key or ""})
         if store.has(key):
             deltas[case_id] = store.get(key)
         else:

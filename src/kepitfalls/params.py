@@ -1,12 +1,17 @@
-"""Reading `params.yaml`: the single source of every seed, subset size and hyper-parameter."""
+"""Reading `params.yaml`: the single source of every seed, subset size and hyper-parameter, validated against
+`kepitfalls.config` before a stage does anything else, so a typo stops it instead of changing the experiment."""
 
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from kepitfalls.config import Params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = "params.yaml"
@@ -15,19 +20,69 @@ PARAMS_FILE = "params.yaml"
 RUN_CACHE_BLIND_KEYS = ("size", "nfiles")
 
 
-def load_params(path: Path | str | None = None) -> dict[str, Any]:
-    """Load the project's params.yaml (or another file with the same layout), refusing run-cache-blind keys."""
+class ParamsError(ValueError):
+    """params.yaml does not match its schema; the message names every offending key and what was expected."""
+
+
+def load_params(path: Path | str | None = None) -> Params:
+    """Load and validate the project's params.yaml (or another file with the same layout)."""
     path = Path(path) if path is not None else PROJECT_ROOT / PARAMS_FILE
     with open(path, encoding="utf-8") as handle:
         params = yaml.safe_load(handle)
     blind = _blind_keys(params)
     if blind:
-        raise ValueError(
+        raise ParamsError(
             f"{path}: {', '.join(blind)}: DVC's run-cache ignores params named {' or '.join(RUN_CACHE_BLIND_KEYS)} "
             "(treeverse/dvc#10296), so changing one would silently check out the old outputs; rename it "
             "(subset sizes are `subset_size`)"
         )
-    return params
+    try:
+        return Params.model_validate(params)
+    except ValidationError as error:
+        raise ParamsError(f"{path} is not valid:\n" + "\n".join(_describe(error))) from None
+
+
+def _describe(error: ValidationError) -> list[str]:
+    """One line per error: the dotted key, then what was wrong and what was expected."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            expected = _section_at(Params, item["loc"][:-1])
+            what = "unknown key" + (f" (expected one of: {', '.join(expected.model_fields)})" if expected else "")
+        elif item["type"] == "missing":
+            what = "missing key"
+        elif item["type"] == "cross_check":
+            lines.append(item["msg"])
+            continue
+        elif isinstance(item["input"], dict):
+            what = item["msg"]
+        else:
+            what = f"{item['msg']}, got {item['input']!r}"
+        lines.append(f"{key}: {what}")
+    return lines
+
+
+def _section_at(node: Any, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class at a dotted location (through dicts, lists and optionals), if there is one."""
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if part not in node.model_fields:
+                return None
+            node = node.model_fields[part].annotation
+        elif typing.get_origin(node) in (dict, list):
+            node = typing.get_args(node)[-1]
+        else:
+            return None
+    node = _unwrap(node)
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _unwrap(node: Any) -> Any:
+    """`X | None` -> X."""
+    args = [a for a in typing.get_args(node) if a is not type(None)]
+    return args[0] if typing.get_origin(node) in (typing.Union, type(int | None)) and len(args) == 1 else node
 
 
 def _blind_keys(node: Any, prefix: str = "") -> list[str]:
@@ -43,13 +98,13 @@ def _blind_keys(node: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def mirror_dir(params: dict[str, Any]) -> Path | None:
+def mirror_dir(params: Params) -> Path | None:
     """The local benchmark mirror: $KEPITFALLS_MIRROR, else `data.mirror` (relative to the project root).
 
     A mirror is laid out like `../shared/benchmarks`; files it holds are taken from it (and still checked
     against their sha256), files it lacks are downloaded from their public URL.
     """
-    raw = os.environ.get("KEPITFALLS_MIRROR") or (params.get("data") or {}).get("mirror") or ""
+    raw = os.environ.get("KEPITFALLS_MIRROR") or params.data.mirror or ""
     if not raw:
         return None
     path = Path(raw)

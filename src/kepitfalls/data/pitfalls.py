@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .records import Fields, json_object, json_records, resolve
+
+if TYPE_CHECKING:
+    from kepitfalls.suites.common import PitfallsConfig
 
 MODELS = ("GPT-J", "GPT2-XL")
 CONFLICT_KINDS = ("reverse", "composite", "coverage")
@@ -149,13 +152,12 @@ def load_relation_prompts(path: Path, model: str = "GPT-J", kind: str = "conflic
     return {relation: table.texts(relation) for relation in table.data}
 
 
-def load_pitfalls(raw_root: Path, config: Mapping[str, Any], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, list[Any]]]]:
+def load_pitfalls(raw_root: Path, config: PitfallsConfig, task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, list[Any]]]]:
     """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite selects from: the task's relation
-    paraphrases, and every record of each of `config["kinds"]` as (kind, records).
-
-    `config` names the `benchmark` folder under `raw_root` and the `model_folder` (GPT-J or GPT2-XL).
+    paraphrases, and every record of each of `config.kinds` as (kind, records), read from
+    `<config.benchmark>/<config.model_folder>/` under `raw_root`.
     """
-    folder = raw_root / config["benchmark"]
-    model = config["model_folder"]
+    folder = raw_root / config.benchmark
+    model = config.model_folder
     load = load_conflict_edit if _check_choice(task, PROMPT_KINDS, "task") == "conflict" else load_round_edit
-    return load_relation_prompts(folder, model, task), [(kind, load(folder, model, kind)) for kind in config["kinds"]]
+    return load_relation_prompts(folder, model, task), [(kind, load(folder, model, kind)) for kind in config.kinds]

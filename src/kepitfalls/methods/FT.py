@@ -18,30 +18,46 @@ weights round small updates away. The delta is master − original, in float32.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, EditRequest
+from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
 from kepitfalls.methods.layers import Batch, normed_hidden, residual_entering
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import LAYER
 from kepitfalls.scoring.primitives import prompt_ids, target_ids
 
 STEP_THRESHOLD = 1e-2
 OBJECTIVES = ("prompt_last", "target_new")
 
 
+class FTHparams(Hparams):
+    """FT's `methods.FT.<model>` block; `norm_constraint` null leaves the weights unconstrained."""
+
+    layers: Annotated[list[NonNegativeInt], LAYER, Field(min_length=1)]
+    num_steps: NonNegativeInt
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    objective: Literal[OBJECTIVES]
+    norm_constraint: PositiveFloat | None
+
+
 class FineTune(EditMethod):
-    """FT on `arch.mlp_out` at `hparams['layers']`; all requests of a batch are tuned together."""
+    """FT on `arch.mlp_out` at `hparams.layers`; all requests of a batch are tuned together."""
 
     name = "FT"
     batch_capable = True
+    hparams_type = FTHparams
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> DenseDelta:
-        objective = self.hparams["objective"]
+        objective = self.hparams.objective
         if objective not in OBJECTIVES:
             raise ValueError(f"FT objective must be one of {OBJECTIVES}, got {objective!r}")
-        layers = sorted(self.hparams["layers"])
+        layers = sorted(self.hparams.layers)
         names = [n for layer in layers for n in (f"{lm.arch.mlp_out.format(layer)}.weight", f"{lm.arch.mlp_out.format(layer)}.bias")]
         params = {n: p for n, p in lm.model.named_parameters() if n in names}
         originals = {n: p.detach().clone() for n, p in params.items()}
@@ -50,12 +66,12 @@ class FineTune(EditMethod):
         residual = residual_entering(lm, layers[0], batch)
         depth = num_layers(lm.model)
         lm_head = get_module(lm.model, lm.arch.lm_head)
-        optimiser = torch.optim.Adam(list(masters.values()), lr=self.hparams["lr"], weight_decay=self.hparams.get("weight_decay", 0.0))
-        eps = self.hparams.get("norm_constraint")
+        optimiser = torch.optim.Adam(list(masters.values()), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        eps = self.hparams.norm_constraint
         for p in params.values():
             p.requires_grad_(True)
         try:
-            for _ in range(self.hparams["num_steps"]):
+            for _ in range(self.hparams.num_steps):
                 optimiser.zero_grad()
                 with torch.no_grad():
                     for n, p in params.items():

@@ -66,13 +66,14 @@ from __future__ import annotations
 import collections
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Annotated, Iterator, Literal, Sequence
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, EditRequest
+from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
 from kepitfalls.methods.layers import Batch, backbone, normed_hidden, only_layers
 from kepitfalls.models.adapters import Architecture, get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
@@ -92,17 +93,9 @@ VARIANTS: dict[str, str] = {
 _EASYEDIT_REENCODES = {"gptj": False, "gpt2": False, "llama": True}
 
 
-def variant_of(hparams: dict[str, Any], model: str = "<model>") -> str:
-    """The configured variant, or a ValueError naming the key and the allowed values."""
-    variant = hparams.get("variant")
-    if variant not in VARIANTS:
-        raise ValueError(f"methods.KN.{model}.variant is {variant!r}; allowed: {', '.join(VARIANTS)}")
-    return variant
-
-
-def describe(hparams: dict[str, Any]) -> str:
+def describe(hparams: "KNHparams") -> str:
     """One sentence on the configured variant, for table footnotes."""
-    return VARIANTS[variant_of(hparams)]
+    return VARIANTS[hparams.variant]
 
 
 @dataclass(frozen=True)
@@ -314,21 +307,35 @@ def value_delta(lm: LoadedModel, selected: list[tuple[int, int]], direction: tor
     return DenseDelta(changes, indices)
 
 
+class KNHparams(Hparams):
+    """KN's `methods.KN.<model>` block (EasyEdit's hparams/KN/*.yaml); `max_neurons` null keeps every one."""
+
+    steps: PositiveInt
+    batch_size: PositiveInt
+    adaptive_threshold: Annotated[float, Field(ge=0, le=1)]
+    p: Annotated[float, Field(ge=0, le=1)]
+    refine: bool
+    lr_scale: float
+    max_neurons: PositiveInt | None
+    variant: Literal["easyedit", "dai", "dai_sign_aware"]
+
+
 class KnowledgeNeurons(EditMethod):
     """Knowledge-neuron editing: value vectors of the attributed neurons moved from E[pred] to E[new]."""
 
     name = "KN"
+    hparams_type = KNHparams
 
     def prompts(self, request: EditRequest) -> list[str]:
         """The rewrite prompt, plus its context-templated versions when refining (`dai` variants only)."""
         prompt = request.rewrite_prompt
-        if variant_of(self.hparams) == "easyedit" or not self.hparams["refine"]:
+        if self.hparams.variant == "easyedit" or not self.hparams.refine:
             return [prompt]
         return [prompt] + [t.format(prompt) for t in self.artifacts.context_templates if t != "{}"]
 
     def scores(self, lm: LoadedModel, prompt: str, truth: list[int]) -> torch.Tensor:
         """One prompt's attribution, averaged over the attributed tokens (`get_scores_for_layer`)."""
-        variant = variant_of(self.hparams)
+        variant = self.hparams.variant
         if variant == "easyedit" and _EASYEDIT_REENCODES[lm.arch.name]:
             contexts = [ids for ids, _ in greedy_contexts(lm, prompt, len(truth))]
         else:
@@ -337,7 +344,7 @@ class KnowledgeNeurons(EditMethod):
         for ids, token in zip(contexts, truth):
             groups[tuple(ids)].append(token)
         site = Site.of(lm.arch, variant)
-        steps, batch_size = int(self.hparams["steps"]), int(self.hparams["batch_size"])
+        steps, batch_size = self.hparams.steps, self.hparams.batch_size
         return sum(
             len(tokens) * attribution_scores(lm, list(ids), tokens, steps, batch_size, site) for ids, tokens in groups.items()
         ) / len(truth)
@@ -346,14 +353,14 @@ class KnowledgeNeurons(EditMethod):
         """The selected (layer, neuron) pairs for one request."""
         hp = self.hparams
         score_list = [self.scores(lm, prompt, truth) for prompt in self.prompts(request)]
-        max_neurons = hp.get("max_neurons")
-        return select_neurons(score_list, float(hp["adaptive_threshold"]), float(hp["p"]), bool(hp["refine"]),
+        max_neurons = hp.max_neurons
+        return select_neurons(score_list, float(hp.adaptive_threshold), float(hp.p), bool(hp.refine),
                               None if max_neurons is None else int(max_neurons))
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> DenseDelta:
         if len(requests) != 1:
             raise ValueError("KN edits one request at a time; EditMethod.edit sequences several")
-        variant = variant_of(self.hparams, lm.name)
+        variant = self.hparams.variant
         request = requests[0]
         tok = lm.tokenizer
         ids = prompt_ids(tok, request.rewrite_prompt)
@@ -372,10 +379,10 @@ class KnowledgeNeurons(EditMethod):
             scales = [-1.0 if activations[layer][neuron] < 0 else 1.0 for layer, neuron in selected]
         else:
             scales = [1.0] * len(selected)
-        return value_delta(lm, selected, float(self.hparams["lr_scale"]) * direction, scales)
+        return value_delta(lm, selected, self.hparams.lr_scale * direction, scales)
 
 
 __all__ = [
     "VARIANTS", "KnowledgeNeurons", "Site", "attribution_scores", "describe", "easyedit_direction", "greedy_contexts",
-    "replace_at", "select_neurons", "value_delta", "variant_of",
+    "replace_at", "select_neurons", "value_delta",
 ]

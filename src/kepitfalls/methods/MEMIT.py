@@ -34,16 +34,18 @@ Choices the reference leaves open, or where this implementation differs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import EditMethod, EditRequest
+from kepitfalls.methods.base import EditMethod, EditRequest, ValueHparams
 from kepitfalls.methods.layers import subject_reprs
 from kepitfalls.methods.stats import load_second_moment, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import LAYER
 
 
 def request_keys(lm: LoadedModel, module: str, requests: Sequence[EditRequest], groups: list[list[str]]) -> torch.Tensor:
@@ -72,26 +74,45 @@ def layer_update(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor
     return residuals.float(), adjusted.float()
 
 
+class MEMITHparams(ValueHparams):
+    """MEMIT's `methods.MEMIT.<model>` block (the reference's hparams/MEMIT/*.json)."""
+
+    layers: Annotated[list[NonNegativeInt], LAYER, Field(min_length=1)]
+    mom2_adjustment: bool
+    mom2_update_weight: PositiveFloat
+
+    @field_validator("layers")
+    @classmethod
+    def _ascending(cls, layers: list[int]) -> list[int]:
+        if layers != sorted(set(layers)):
+            raise ValueError(f"MEMIT layers must be distinct and ascending, got {layers}")
+        return layers
+
+    def stats_layers(self) -> list[int]:
+        return list(self.layers) if self.mom2_adjustment else []
+
+
 class MEMIT(EditMethod):
-    """Mass-editing memory in a transformer: `arch.mlp_out` at `hparams['layers']`, all requests jointly."""
+    """Mass-editing memory in a transformer: `arch.mlp_out` at `hparams.layers`, all requests jointly."""
 
     name = "MEMIT"
     batch_capable = True
+    hparams_type = MEMITHparams
 
     def _layers(self) -> list[int]:
-        layers = [int(layer) for layer in self.hparams["layers"]]
+        layers = [int(layer) for layer in self.hparams.layers]
         if not layers or layers != sorted(set(layers)):
-            raise ValueError(f"MEMIT layers must be distinct and ascending, got {self.hparams['layers']!r}")
+            raise ValueError(f"MEMIT layers must be distinct and ascending, got {self.hparams.layers!r}")
         return layers
 
     def upstream_files(self) -> list[Path]:
         files = [self.artifacts.templates_file] if self.artifacts.templates_file else []
-        if self.hparams["mom2_adjustment"] and self.artifacts.stats_dir is not None:
+        if self.hparams.mom2_adjustment and self.artifacts.stats_dir is not None:
             files.extend(stats_file(self.artifacts.stats_dir, layer) for layer in self._layers())
         return files
 
     def _mom2(self, layer: int) -> torch.Tensor | None:
-        if not self.hparams["mom2_adjustment"]:
+        if not self.hparams.mom2_adjustment:
             return None
         if self.artifacts.stats_dir is None:
             raise ValueError("MEMIT with mom2_adjustment needs second-moment statistics (the stats stage)")
@@ -115,7 +136,7 @@ class MEMIT(EditMethod):
                 keys = request_keys(lm, module, requests, groups)
                 current = subject_reprs(lm, z_module, [r.prompt for r in requests], [r.subject for r in requests], output=True).T
                 residuals = (targets - current.float()) / (len(layers) - i)
-                u, v = layer_update(keys, residuals, self._mom2(layer), float(self.hparams["mom2_update_weight"]))
+                u, v = layer_update(keys, residuals, self._mom2(layer), float(self.hparams.mom2_update_weight))
                 part = LowRankDelta({module: (u, v)})
                 part.apply(lm.model)
                 applied.append(part)

@@ -13,16 +13,18 @@ half-precision model are upcast); the delta codec adds U Vᵀ to the weight in i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import NonNegativeInt
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import EditMethod, EditRequest
+from kepitfalls.methods.base import EditMethod, EditRequest, ValueHparams
 from kepitfalls.methods.layers import Batch, capture, subject_last_index, subject_reprs
 from kepitfalls.methods.stats import load_second_moment, stats_file
 from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import LAYER
 
 
 def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict[str, Any], templates: list[str], stats_dir: Path | None) -> torch.Tensor:
@@ -30,29 +32,40 @@ def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict
     module = lm.arch.mlp_out.format(layer)
     prompts = [t.format(request.prompt) for t in templates]
     key = subject_reprs(lm, module, prompts, [request.subject] * len(prompts)).float().mean(0)
-    if hparams["mom2_adjustment"]:
+    if hparams.mom2_adjustment:
         if stats_dir is None:
             raise ValueError("ROME with mom2_adjustment needs second-moment statistics (the stats stage)")
         key = load_second_moment(stats_file(stats_dir, layer), inverse=True).to(key.device, torch.float32) @ key
     return key / key.norm()
 
 
+class ROMEHparams(ValueHparams):
+    """ROME's `methods.ROME.<model>` block (the reference's hparams/ROME/*.json)."""
+
+    layer: Annotated[NonNegativeInt, LAYER]
+    mom2_adjustment: bool
+
+    def stats_layers(self) -> list[int]:
+        return [self.layer] if self.mom2_adjustment else []
+
+
 class ROME(EditMethod):
-    """Rank-one model editing of `arch.mlp_out` at `hparams['layer']`."""
+    """Rank-one model editing of `arch.mlp_out` at `hparams.layer`."""
 
     name = "ROME"
+    hparams_type = ROMEHparams
 
     def upstream_files(self) -> list[Path]:
         files = [self.artifacts.templates_file] if self.artifacts.templates_file else []
-        if self.hparams["mom2_adjustment"] and self.artifacts.stats_dir is not None:
-            files.append(stats_file(self.artifacts.stats_dir, self.hparams["layer"]))
+        if self.hparams.mom2_adjustment and self.artifacts.stats_dir is not None:
+            files.append(stats_file(self.artifacts.stats_dir, self.hparams.layer))
         return files
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:
         if len(requests) != 1:
             raise ValueError("ROME edits one request at a time; EditMethod.edit sequences several")
         request = requests[0]
-        layer = self.hparams["layer"]
+        layer = self.hparams.layer
         templates = self.artifacts.context_templates
         module = lm.arch.mlp_out.format(layer)
         u = left_vector(lm, layer, request, self.hparams, templates, self.artifacts.stats_dir)

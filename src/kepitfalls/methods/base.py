@@ -7,11 +7,33 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import LAYER, Section
+
+
+class Hparams(Section):
+    """A method's hyper-parameters for one model (`methods.<METHOD>.<model>`); each method extends it."""
+
+    def stats_layers(self) -> list[int]:
+        """Layers whose second-moment statistics an edit reads, so a missing one fails before a model loads."""
+        return []
+
+
+class ValueHparams(Hparams):
+    """The v*/z* optimisation ROME and MEMIT share (`methods/value.py`)."""
+
+    v_num_grad_steps: PositiveInt
+    v_lr: PositiveFloat
+    v_loss_layer: Annotated[int, LAYER]
+    v_weight_decay: NonNegativeFloat
+    clamp_norm_factor: PositiveFloat
+    kl_factor: NonNegativeFloat
 
 
 @dataclass
@@ -42,8 +64,10 @@ class EditMethod(ABC):
     #: True where the method edits several requests in one step (MEMIT, FT); otherwise requests are
     #: applied one after another on the progressively edited model.
     batch_capable: ClassVar[bool] = False
+    #: The schema of this method's `methods.<METHOD>.<model>` block.
+    hparams_type: ClassVar[type[Hparams]]
 
-    def __init__(self, hparams: dict[str, Any], artifacts: Artifacts | None = None) -> None:
+    def __init__(self, hparams: Hparams, artifacts: Artifacts | None = None) -> None:
         self.hparams = hparams
         self.artifacts = artifacts or Artifacts()
 

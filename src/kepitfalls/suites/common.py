@@ -9,17 +9,41 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 
 import torch
+from pydantic import PositiveInt
+
 from kepitfalls.atomic import write_json
+from kepitfalls.data.pitfalls import MODELS as PITFALLS_MODELS
 from kepitfalls.data.records import EditRequest, select_subset, select_subset_where
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import Section, Seed
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.tensorfile import load_tensors, save_tensors
 
 R = TypeVar("R")
+
+
+class SuiteConfig(Section):
+    """What every suite's `suites.<suite>` block holds; each suite module's `Config` adds its own keys.
+
+    `subset_size` null takes every record; `known_only` keeps the records whose facts the unedited model
+    knows (`KNOWN_POLICY`).
+    """
+
+    benchmark: str
+    subset_size: PositiveInt | None
+    seed: Seed
+    known_only: bool
+
+
+class PitfallsConfig(SuiteConfig):
+    """ConflictEdit and RoundEdit: `<benchmark>/<model_folder>/<kind>...json`, `subset_size` records per kind."""
+
+    model_folder: Literal[PITFALLS_MODELS]
+    kinds: list[str]
 
 
 @dataclass(frozen=True)
@@ -133,10 +157,10 @@ def known_facts(lm: LoadedModel, facts: Sequence[Sequence[EditRequest]]) -> list
 
 
 def select_records(
-    lm: LoadedModel, pool: Sequence[R], config: dict[str, Any], facts: Callable[[R], Sequence[EditRequest]]
+    lm: LoadedModel, pool: Sequence[R], config: SuiteConfig, facts: Callable[[R], Sequence[EditRequest]]
 ) -> list[R]:
     """A suite's seeded subset of `subset_size` records; with `known_only`, of the records whose tested
     `facts` the unedited model knows, tested lazily in the seeded order (subsets of one seed still nest)."""
-    if config["known_only"]:
-        return select_subset_where(pool, config["subset_size"], config["seed"], lambda chunk: known_facts(lm, [facts(r) for r in chunk]))
-    return select_subset(pool, config["subset_size"], config["seed"])
+    if config.known_only:
+        return select_subset_where(pool, config.subset_size, config.seed, lambda chunk: known_facts(lm, [facts(r) for r in chunk]))
+    return select_subset(pool, config.subset_size, config.seed)

@@ -14,15 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Annotated, Literal
 
-from kepitfalls.data.pitfalls import ConflictEdit, ConflictEditRecord, load_pitfalls
+from pydantic import Field
+
+from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
+from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
+
+
+class Config(PitfallsConfig):
+    """`suites.conflict`: which of the ConflictEdit kinds to draw `subset_size` records from."""
+
+    kinds: Annotated[list[Literal[CONFLICT_KINDS]], Field(min_length=1)]
 
 #: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
 SCORE_BATCH = 64
@@ -101,7 +109,7 @@ def _relations(record: ConflictEditRecord) -> set[str]:
     return {e.relation.id for e in record.edits} | {record.triples[0].relation.id}
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[ConflictItem]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[ConflictItem]:
     """A seeded subset of `subset_size` records from each kind's file, with the paraphrases they need; with
     `known_only`, of the records whose first edit's original fact the model knows."""
     prompts, pools = load_pitfalls(raw_root, config, "conflict")

@@ -10,7 +10,6 @@ neighbourhood prompt`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -20,7 +19,14 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, kl_divergence
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
+from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
+
+
+class Config(SuiteConfig):
+    """`suites.counterfact`: the ROME-schema `file` under the benchmark folder."""
+
+    file: str
+
 
 RECORD_TYPE = CounterFactRecord
 PROTOCOL = (
@@ -30,9 +36,9 @@ PROTOCOL = (
 )
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[CounterFactRecord]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[CounterFactRecord]:
     """A seeded subset of `subset_size` records; with `known_only`, of the facts the model knows."""
-    return select_records(lm, load_counterfact(raw_root / config["benchmark"] / config["file"]), config, lambda r: [r.request])
+    return select_records(lm, load_counterfact(raw_root / config.benchmark / config.file), config, lambda r: [r.request])
 
 
 def edit_cases(records: list[CounterFactRecord]) -> list[EditCase]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from pydantic import PositiveInt
 
 from kepitfalls.data.counterfact import load_counterfact
 from kepitfalls.data.locality import distract_neighbor, other_attribution
@@ -37,16 +37,26 @@ from kepitfalls.metrics.locality import (
 )
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
+from kepitfalls.schema import Section
+from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
 OT = "OT"
-#: Default source of each column, relative to the raw benchmark root.
-DEFAULT_FILES = {
-    "OA": "zsre/knowedit_derived/ZsRE-test-all.json",
-    "DN": "easyedit_portability/portability/One Hop/counterfact_portability_gpt4.json",
-    "OT": "piqa",
-}
 BATCH = 16  # PIQA solutions reach ~100 tokens: keeps a batch's logits under ~0.5 GB on a 50k vocabulary
+
+
+class Files(Section):
+    """The source of each column, relative to the raw benchmark root."""
+
+    OA: str
+    DN: str
+    OT: str
+
+
+class Config(SuiteConfig):
+    """`suites.locality`: `subset_size` records per column (OA, DN), `piqa_size` PIQA items re-scored per edit."""
+
+    files: Files
+    piqa_size: PositiveInt
 
 PROTOCOL = (
     "Locality (Yao et al. 2023, EasyEdit): one edit at a time, reverted after each; OA/DN = 100 x LocAgree (share "
@@ -103,13 +113,13 @@ def _pool(raw_root: Path, files: dict[str, str], column: str) -> list[LocalityRe
     return [r for r in built if _editable(r.request)]
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[LocalityRecord]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[LocalityRecord]:
     """A seeded subset of `subset_size` records per column (OA, DN), then the seeded PIQA subsample as one OT record."""
-    files = {**DEFAULT_FILES, **config.get("files", {})}
+    files = config.files.model_dump()
     records: list[LocalityRecord] = []
-    for column in config.get("columns", COLUMNS):
+    for column in COLUMNS:
         records.extend(select_records(lm, _pool(raw_root, files, column), config, lambda r: [r.request]))
-    piqa = select_subset(load_piqa(raw_root / files[OT]), config["piqa_size"], config["seed"])
+    piqa = select_subset(load_piqa(raw_root / files[OT]), config.piqa_size, config.seed)
     records.append(LocalityRecord(OT, 0, None, piqa=tuple(piqa)))
     return records
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
+
+from pydantic import PositiveInt
 
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
 from kepitfalls.data.records import EditRequest
@@ -28,9 +30,16 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, multi_hop
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, prompt_ids
-from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
+from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
-DEFAULT_FILE = "derived/MQuAKE-hard.json"
+
+class Config(SuiteConfig):
+    """`suites.mquake`: the MQuAKE `file` under the benchmark folder and the generation lengths."""
+
+    file: str
+    max_new_tokens: PositiveInt
+    cot_max_new_tokens: PositiveInt
+
 MULTIHOP_SEP = "\n"  # between the one-line "Q: ... A: ..." demonstrations
 COT_SEP = "\n\n"  # between the chain-of-thought demonstrations
 
@@ -91,14 +100,14 @@ def build_case(record: MquakeRecord, prompts: MquakePrompts, max_new_tokens: int
     return MquakeCase(record, hop_edit, demos, prompts.multihop, prompts.multihop_cot, max_new_tokens, cot_max_new_tokens)
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[MquakeCase]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[MquakeCase]:
     """A seeded subset of `subset_size` instances of `file` (MQuAKE-hard by default), with the official
     prompts; with `known_only`, of the instances whose every requested edit's original fact the model knows."""
-    folder = raw_root / config.get("benchmark", "mquake")
-    pool = load_mquake(folder / config.get("file", DEFAULT_FILE))
+    folder = raw_root / config.benchmark
+    pool = load_mquake(folder / config.file)
     prompts = load_mquake_prompts(folder)
     chosen = select_records(lm, pool, config, requests)
-    return [build_case(r, prompts, config["max_new_tokens"], config["cot_max_new_tokens"]) for r in chosen]
+    return [build_case(r, prompts, config.max_new_tokens, config.cot_max_new_tokens) for r in chosen]
 
 
 def requests(record: MquakeRecord) -> tuple[EditRequest, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kepitfalls.data.portability import PortabilityRecord, load_portability
 from kepitfalls.deltas.codecs import Delta
@@ -26,12 +26,26 @@ from kepitfalls.metrics.portability import (
 )
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
+from kepitfalls.schema import Section
+from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
 #: The portability kind (file) behind each survey column.
 KINDS = {"SR": "subject_replace", "RR": "inverse_relation", "OH": "one_hop"}
-#: Which data set feeds each column unless the config says otherwise (see PROTOCOL).
-DEFAULT_DATASETS = {"SR": "zsre", "RR": "zsre", "OH": "zsre"}
+
+
+class Datasets(Section):
+    """The data set whose portability file feeds each column (see PROTOCOL); RR exists only for zsRE."""
+
+    SR: Literal["zsre", "counterfact"]
+    RR: Literal["zsre"]
+    OH: Literal["zsre", "counterfact"]
+
+
+class Config(SuiteConfig):
+    """`suites.portability`: `subset_size` records per column."""
+
+    datasets: Datasets
+
 
 PROTOCOL = (
     "Portability (Yao et al. 2023, EasyEdit): one edit at a time, reverted after each; SR/RR/OH = 100 x mean over "
@@ -63,13 +77,13 @@ def _editable(record: PortabilityRecord) -> bool:
     return record.request.prompt.count("{}") == 1
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[PortabilityCase]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[PortabilityCase]:
     """A seeded subset of `subset_size` editable records per column, from the data set `datasets[column]`
     (with `known_only`, of the edits whose true answer the model knows)."""
-    datasets = {**DEFAULT_DATASETS, **config.get("datasets", {})}
+    datasets = config.datasets.model_dump()
     cases: list[PortabilityCase] = []
-    for column in config.get("columns", COLUMNS):
-        pool = [r for r in load_portability(raw_root / config["benchmark"], datasets[column], KINDS[column]) if _editable(r)]
+    for column in COLUMNS:
+        pool = [r for r in load_portability(raw_root / config.benchmark, datasets[column], KINDS[column]) if _editable(r)]
         cases.extend(PortabilityCase(column, r) for r in select_records(lm, pool, config, lambda r: [r.request]))
     return cases
 

@@ -13,15 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from kepitfalls.data.pitfalls import RoundEditRecord, load_pitfalls
+from pydantic import Field
+
+from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.round import RoundScores, round_metrics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, applied, select_records
+from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
+
+
+class Config(PitfallsConfig):
+    """`suites.round`: which of the RoundEdit kinds to draw `subset_size` records from."""
+
+    kinds: Annotated[list[Literal[ROUND_KINDS]], Field(min_length=1)]
 
 #: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
 SCORE_BATCH = 64
@@ -58,7 +66,7 @@ def others(record: RoundEditRecord) -> list[str]:
     return labels
 
 
-def select(lm: LoadedModel, raw_root: Path, config: dict[str, Any]) -> list[RoundItem]:
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[RoundItem]:
     """A seeded subset of `subset_size` records from each kind's file, with their relation's paraphrases; with
     `known_only`, of the records whose original fact (s, r, o) the model knows."""
     prompts, pools = load_pitfalls(raw_root, config, "round")
