@@ -137,6 +137,29 @@ def test_second_repro_is_a_fast_no_op(workspace: Path) -> None:
     assert time.perf_counter() - started < 30
 
 
+def locked_outs(workspace: Path) -> dict[str, list[dict]]:
+    """Every stage's outputs as dvc.lock records them (path, md5, size, files)."""
+    stages = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]
+    return {name: entry.get("outs", []) for name, entry in stages.items()}
+
+
+def test_recomputed_artifacts_are_byte_identical(workspace: Path) -> None:
+    """model, templates, corpus, stats and an edit stage re-run in new processes (ROME's deltas deleted
+    first, so they are really recomputed) write the same bytes: dvc.lock does not change, and a forced
+    statistics run leaves every delta key valid (nothing downstream re-runs)."""
+    before = locked_outs(workspace)
+    shutil.rmtree(workspace / "artifacts" / "deltas" / "ROME" / "counterfact")
+    forced = ["model", "templates@ROME", "corpus", "stats", "edit@ROME-counterfact"]
+    for stage in forced:
+        output = run(["dvc", "repro", "-f", "-s", stage], workspace).stdout
+        assert f"Running stage '{stage}'" in output
+    assert "ROME on counterfact: 2 computed, 0 reused" in output
+    after = locked_outs(workspace)
+    for stage in forced:
+        assert after[stage] == before[stage], stage
+    assert repro_stages(workspace) == set()
+
+
 def test_changing_rome_params_reruns_only_rome_cells(workspace: Path) -> None:
     params = workspace / "params.yaml"
     original = params.read_text()
