@@ -60,7 +60,8 @@ def test_paired_difference_uses_shared_records_only():
 
 
 def test_separating_n_scales_with_the_squared_ratio():
-    assert separating_n(Interval(2.0, -2.0, 6.0, 10)) == 40  # half-width 4 = 2 x the difference: 4 x n
+    assert separating_n(Interval(2.0, -2.0, 3.0, 10)) == 41  # the bound 4 below the value = 2 x the difference: > 4 x n
+    assert separating_n(Interval(-2.0, -3.0, 0.0, 10)) == 11  # the bound touches 0: one record more
     assert separating_n(Interval(5.0, 1.0, 9.0, 10)) == 10  # already separated
     assert separating_n(Interval(0.0, -1.0, 1.0, 10)) is None
 

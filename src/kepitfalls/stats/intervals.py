@@ -94,7 +94,11 @@ def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], 
 
 def separating_n(difference: Interval) -> int | None:
     """The number of records at which this observed difference's interval would exclude 0, assuming its
-    half-width shrinks as 1/√n; None where no size would (no difference, or no spread to scale from)."""
-    if difference.value == 0 or difference.half_width == 0 or difference.n < 2:
+    distance from the value to the bound on 0's side shrinks as 1/√n; None where no size would (no
+    difference, or no spread to scale from)."""
+    if difference.excludes_zero():
+        return difference.n
+    if difference.value == 0 or difference.n < 2:
         return None
-    return max(difference.n, math.ceil(difference.n * (difference.half_width / abs(difference.value)) ** 2))
+    near = difference.value - difference.low if difference.value > 0 else difference.high - difference.value
+    return math.floor(difference.n * (near / abs(difference.value)) ** 2) + 1
