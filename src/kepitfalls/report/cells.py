@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kepitfalls.metrics.records import by_metric
+from kepitfalls.report.format import number
 from kepitfalls.report.settings import ReportOptions
 from kepitfalls.stats.intervals import interval, paired_difference, separating_n
 
@@ -103,5 +104,5 @@ def separation(metrics_root: Path, suite: str, metric: str, options: ReportOptio
                 verdict = "no observed difference" if diff.value == 0 else f"too few shared records (n = {diff.n})"
             else:
                 verdict = f"separates at n ≈ {needed}"
-            texts.append(f"{a}−{b} {diff.value:+.2f}: {verdict}")
+            texts.append(f"{a}−{b} {'+' if diff.value >= 0 else ''}{number(diff.value)}: {verdict}")
     return texts

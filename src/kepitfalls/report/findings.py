@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from kepitfalls.report.cells import load_rows
 from kepitfalls.report.settings import ReportOptions
-from kepitfalls.report.tables import number, tex
+from kepitfalls.report.format import number, tex
 from kepitfalls.schema import Section
 from kepitfalls.stats.intervals import Interval, paired_difference, separating_n
 

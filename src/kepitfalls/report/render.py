@@ -11,7 +11,8 @@ from kepitfalls.report import findings
 from kepitfalls.report.cells import load_metrics, load_protocol, load_rows, metric_cell, separation
 from kepitfalls.report.layout import COLUMN_NOTES, TABLES
 from kepitfalls.report.settings import ReportParams
-from kepitfalls.report.tables import SMOKE, Table, build, to_csv, to_latex, to_markdown
+from kepitfalls.report.format import SMOKE
+from kepitfalls.report.tables import Table, build, to_csv, to_latex, to_markdown
 
 FINDINGS_FILE = "findings.yaml"
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kepitfalls.report.cells import Cell, metric_cell
+from kepitfalls.report.format import SMOKE, number, tex
 from kepitfalls.report.settings import ReportOptions
-
-SMOKE = "†"
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,6 @@ def build(table: Table, metrics_root: Path, reference_dir: Path, options: Report
     }
 
 
-def number(value: float) -> str:
-    return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
-
-
 def cell_text(cell: Cell) -> str:
     if cell.value is None:
         return cell.note
@@ -100,13 +95,6 @@ def to_markdown(table: Table, frame: Frame, notes: dict[str, str], caption: str)
     lines += ["", caption, ""]
     lines += [f"[{i + 1}] {text}" for i, text in enumerate(texts)]
     return "\n".join(lines) + "\n"
-
-
-def tex(text: str) -> str:
-    text = text.replace("\\", "\\textbackslash{}")
-    for char in "_%&#$":
-        text = text.replace(char, "\\" + char)
-    return text.replace("↑", "$\\uparrow$").replace("↓", "$\\downarrow$").replace(SMOKE, "$^\\dagger$")
 
 
 def to_latex(table: Table, frame: Frame, notes: dict[str, str], caption: str) -> str:
