@@ -1,4 +1,5 @@
-"""DVC stage `evaluate@<METHOD>-<suite>`: the suite's metrics for the stored deltas, as a flat JSON.
+"""DVC stage `evaluate@<METHOD>-<suite>`: the suite's metrics for the stored deltas, as a flat JSON, with the
+per-record scores behind them (JSON Lines) and the protocol the report prints (so the report reads files only).
 
 Usage: python stages/evaluate.py <METHOD> <suite>
 """
@@ -8,8 +9,8 @@ from __future__ import annotations
 import sys
 
 from kepitfalls import layout
-from kepitfalls.atomic import write_json
-from kepitfalls.editing import evaluate_suite
+from kepitfalls.atomic import write_json, write_jsonl
+from kepitfalls.editing import evaluate_suite, protocol
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model
 
@@ -18,6 +19,8 @@ if __name__ == "__main__":
     params = load_params()
     params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
-    metrics = evaluate_suite(load_current_model(params), method, suite, layout.deltas_dir(method, suite))
-    write_json(layout.metrics_file(method, suite), metrics)
-    print(metrics)
+    evaluation = evaluate_suite(load_current_model(params), method, suite, layout.deltas_dir(method, suite))
+    write_json(layout.metrics_file(method, suite), evaluation.metrics)
+    write_jsonl(layout.records_file(method, suite), evaluation.records)
+    write_json(layout.protocol_file(method, suite), protocol(params, method, suite, evaluation))
+    print(evaluation.metrics)

@@ -1,11 +1,16 @@
-"""DVC stage `report`: render Tables 3 and 4 and the CounterFact table from metrics/ into reports/."""
+"""DVC stage `report`: render Tables 3 and 4, the CounterFact table and the tested survey findings from the
+files under metrics/ into reports/. Reads files only (no model, method or suite code)."""
 
 from __future__ import annotations
 
-from kepitfalls import layout
-from kepitfalls.params import PROJECT_ROOT, load_params
+from pathlib import Path
+
 from kepitfalls.report.render import render_all
+from kepitfalls.report.settings import load_report_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 if __name__ == "__main__":
-    for path in render_all(PROJECT_ROOT / "metrics", load_params(), layout.reports_dir()):
+    params = load_report_params(ROOT / "params.yaml")
+    for path in render_all(ROOT / "metrics", ROOT / "reference", params, ROOT / "reports"):
         print(path)

@@ -113,7 +113,7 @@ def test_evaluate_returns_every_metric_and_reverts(lm: LoadedModel, items: list[
     pre = conflict.pre_scores(lm, items)
     deltas = _deltas(lm, cases)
     before = snapshot(lm.model)
-    metrics = conflict.evaluate(lm, items, deltas, pre)
+    metrics = conflict.evaluate(lm, items, deltas, pre).metrics
     assert changed_tensors(lm.model, before) == set()
     assert set(metrics) == KEYS
     for key in ("reverse_CS", "reverse_CS_implicit", "composite_CS", "composite_CS_implicit", "coverage_CS", "coverage_Succ"):
@@ -127,7 +127,7 @@ def test_evaluate_returns_every_metric_and_reverts(lm: LoadedModel, items: list[
 def test_no_op_edits_leave_cm_and_tied_fact_damage_at_zero(lm: LoadedModel, items: list[conflict.ConflictItem]) -> None:
     """Empty deltas: θ0 = θ1 = θ2, so CM and TFD are 0 and the pre-scores line up with the post ones."""
     deltas = {case.case_id: DenseDelta({}) for case in conflict.edit_cases(items)}
-    metrics = conflict.evaluate(lm, items, deltas, conflict.pre_scores(lm, items))
+    metrics = conflict.evaluate(lm, items, deltas, conflict.pre_scores(lm, items)).metrics
     assert metrics["composite_TFD"] == 0.0  # S_θ0 and S_θ2 of the tied fact come from identical calls
     for key in ("reverse_CM", "composite_CM", "coverage_CM", "composite_TFD_e2only"):
         assert metrics[key] == pytest.approx(0.0, abs=1e-4), key

@@ -79,7 +79,7 @@ def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
 
     deltas = _build_deltas(lm, cases, FT_HPARAMS)
     before = snapshot(lm.model)
-    metrics = locality.evaluate(lm, records, deltas, pre)
+    metrics = locality.evaluate(lm, records, deltas, pre).metrics
     assert changed_tensors(lm.model, before) == set()  # every delta reverted
     assert {"OA", "DN", "OT", "OT_pre", "cases"} <= set(metrics) <= {"OA", "DN", "OT", "OT_pre", "OT_ratio", "cases"}
     assert all(0.0 <= metrics[k] <= 100.0 for k in ("OA", "DN", "OT", "OT_pre"))
@@ -92,6 +92,6 @@ def test_a_null_edit_keeps_every_argmax(tiny_gptj_lm: LoadedModel) -> None:
     records = locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG.model_copy(update={"subset_size": 1}))
     pre = locality.pre_scores(tiny_gptj_lm, records)
     deltas = _build_deltas(tiny_gptj_lm, locality.edit_cases(records), FT_HPARAMS.model_copy(update={"num_steps": 0}))
-    metrics = locality.evaluate(tiny_gptj_lm, records, deltas, pre)
+    metrics = locality.evaluate(tiny_gptj_lm, records, deltas, pre).metrics
     assert metrics["OA"] == metrics["DN"] == 100.0
     assert metrics["OT"] == metrics["OT_pre"]

@@ -97,7 +97,7 @@ def test_suite_end_to_end_reverts_every_delta() -> None:
     for case in cases:  # as editing.edit_suite does
         with applied(lm, deltas, chain(by_id, case.case_id)[:-1]):
             deltas[case.case_id] = method.edit(lm, list(case.requests))
-    metrics = mquake.evaluate(lm, records, deltas, pre)
+    metrics = mquake.evaluate(lm, records, deltas, pre).metrics
     assert set(metrics) == KEYS
     for key, value in metrics.items():
         if key not in ("cases", "edits"):

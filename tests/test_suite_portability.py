@@ -73,7 +73,7 @@ def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
 
     deltas = _build_deltas(lm, cases, FT_HPARAMS)
     before = snapshot(lm.model)
-    metrics = portability.evaluate(lm, records, deltas, pre)
+    metrics = portability.evaluate(lm, records, deltas, pre).metrics
     assert changed_tensors(lm.model, before) == set()  # every delta reverted
     keys = [f"{c}{s}" for s in ("", "_pre") for c in ("SR", "SR_em", "RR", "RR_em", "OH", "OH_em")]
     assert set(metrics) == set(keys) | {"cases"}
@@ -86,6 +86,6 @@ def test_a_null_edit_scores_as_the_unedited_model(tiny_gptj_lm: LoadedModel) -> 
     records = portability.select(tiny_gptj_lm, RAW_ROOT, CONFIG.model_copy(update={"subset_size": 1}))
     pre = portability.pre_scores(tiny_gptj_lm, records)
     deltas = _build_deltas(tiny_gptj_lm, portability.edit_cases(records), FT_HPARAMS.model_copy(update={"num_steps": 0}))
-    metrics = portability.evaluate(tiny_gptj_lm, records, deltas, pre)
+    metrics = portability.evaluate(tiny_gptj_lm, records, deltas, pre).metrics
     for key in ("SR", "SR_em", "RR", "RR_em", "OH", "OH_em"):
         assert metrics[key] == metrics[f"{key}_pre"]

@@ -101,7 +101,7 @@ def test_evaluate_returns_every_metric_and_reverts(lm: LoadedModel, items: list[
         with applied(lm, deltas, chain(by_id, case.case_id)[:-1]):
             deltas[case.case_id] = method.edit(lm, list(case.requests))
     before = snapshot(lm.model)
-    metrics = round_suite.evaluate(lm, items, deltas, pre)
+    metrics = round_suite.evaluate(lm, items, deltas, pre).metrics
     assert changed_tensors(lm.model, before) == set()
     assert set(metrics) == KEYS
     for prefix in ("", "easy_", "hard_"):
@@ -116,7 +116,7 @@ def test_no_op_edits_leave_no_distortion_and_ignore_nothing(lm: LoadedModel, ite
     """Empty deltas: θ2 = θ0, scored in identical calls, so D, IR and FR are exactly 0 (no batching noise
     for IR's strict `>` to pick up), and no edit succeeds: o and o* keep their unedited order on θ1 and θ2."""
     deltas = {case.case_id: DenseDelta({}) for case in round_suite.edit_cases(items)}
-    metrics = round_suite.evaluate(lm, items, deltas, round_suite.pre_scores(lm, items))
+    metrics = round_suite.evaluate(lm, items, deltas, round_suite.pre_scores(lm, items)).metrics
     for name in ("D", "D_js", "IR", "FR"):
         assert metrics[name] == 0.0, name
     assert metrics["Succ"] == 50.0  # exactly one of "o* > o" and "o > o*" holds on the unedited model

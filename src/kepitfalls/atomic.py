@@ -53,3 +53,8 @@ def write_text(target: Path | str, text: str) -> None:
     """Write text atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_jsonl(target: Path | str, rows: list[Any]) -> None:
+    """Write one JSON object per line atomically, keys sorted, in the given order (same rows, same bytes)."""
+    write_text(target, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))

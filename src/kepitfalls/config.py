@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from kepitfalls.methods import SUPPORTED as METHODS, method_class
 from kepitfalls.methods.base import Hparams
 from kepitfalls.models.registry import MODELS, get_spec
+from kepitfalls.report.settings import ReportOptions
 from kepitfalls.schema import LAYER, Section, Seed
 from kepitfalls.suites import SUPPORTED as SUITES, suite_module
 from kepitfalls.suites.common import SuiteConfig
@@ -84,8 +85,9 @@ class Stats(Section):
     corpus: Corpus
 
 
-class Report(Section):
-    """Which cells the pipeline runs (every method × every suite) and the tables show."""
+class Report(ReportOptions):
+    """Which cells the pipeline runs (every method × every suite) and the tables show; `min_n` and `bootstrap`
+    as `kepitfalls.report.settings` reads them, with methods and suites checked against those implemented."""
 
     suites: Annotated[list[SuiteName], Field(min_length=1)]
     methods: Annotated[list[MethodName], Field(min_length=1)]

@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.deltas.store import DeltaStore, delta_key
 from kepitfalls.methods import method_class
 from kepitfalls.methods.base import Artifacts, EditMethod
+from kepitfalls.metrics.records import Evaluation, by_metric, statistic
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites import suite_module
 from kepitfalls.suites.common import applied, chain, load_pre, load_records, save_pre
@@ -112,9 +115,41 @@ def compute_pre(lm: LoadedModel, suite: str, out_dir: Path) -> None:
     save_pre(out_dir, module.pre_scores(lm, records))
 
 
-def evaluate_suite(lm: LoadedModel, method_name: str, suite: str, deltas_dir: Path) -> dict[str, float]:
-    """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes."""
+def _rounded(value: float) -> float:
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def evaluate_suite(lm: LoadedModel, method_name: str, suite: str, deltas_dir: Path) -> Evaluation:
+    """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
+    with `<name>_n` (records) for every metric that has per-record rows, and those rows.
+
+    A metric whose rows do not reproduce it is an error: intervals computed from them would describe
+    another number than the one printed.
+    """
     module = suite_module(suite)
     records = load_records(layout.suite_records(suite), module.RECORD_TYPE)
-    metrics = module.evaluate(lm, records, load_deltas(deltas_dir), load_pre(layout.pre_dir(suite)))
-    return {name: float(f"{value:.{SIGNIFICANT_DIGITS}g}") for name, value in metrics.items()}
+    result = module.evaluate(lm, records, load_deltas(deltas_dir), load_pre(layout.pre_dir(suite)))
+    metrics = {name: _rounded(value) for name, value in result.metrics.items()}
+    for name, rows in by_metric(result.records).items():
+        if name not in metrics or not math.isclose(statistic(rows), result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(f"{suite}: the per-record rows of {name} give {statistic(rows)}, the metric is {result.metrics.get(name)}")
+        metrics[f"{name}_n"] = float(len(rows))
+    return Evaluation(metrics, result.records)
+
+
+def protocol(params: Params, method_name: str, suite: str, evaluation: Evaluation) -> dict[str, Any]:
+    """What the report says about a cell group, so that it reads files only: the suite's protocol and
+    subset, the model and statistics corpus, the method (with its own description where it has one) and
+    each metric's kind of per-record value."""
+    describe = getattr(sys.modules[method_class(method_name).__module__], "describe", None)
+    corpus = params.stats.corpus
+    return {
+        "suite": suite,
+        "protocol": suite_module(suite).PROTOCOL,
+        "config": params.suite(suite).model_dump(mode="json"),
+        "model": params.model,
+        "model_dtype": params.model_dtype,
+        "stats_corpus": {"name": corpus.name, "tokens": corpus.tokens},
+        "method": {"name": method_name, "description": describe(params.hparams(method_name)) if describe else None},
+        "kinds": {name: rows[0]["kind"] for name, rows in by_metric(evaluation.records).items()},
+    }

@@ -43,5 +43,15 @@ def metrics_file(method: str, suite: str) -> Path:
     return PROJECT_ROOT / "metrics" / method / f"{suite}.json"
 
 
+def records_file(method: str, suite: str) -> Path:
+    """The per-record scores behind `metrics_file` (JSON Lines)."""
+    return PROJECT_ROOT / "metrics" / method / f"{suite}.records.jsonl"
+
+
+def protocol_file(method: str, suite: str) -> Path:
+    """What the metrics were measured on and how (the report's only source of protocol text)."""
+    return PROJECT_ROOT / "metrics" / method / f"{suite}.protocol.json"
+
+
 def reports_dir() -> Path:
     return PROJECT_ROOT / "reports"

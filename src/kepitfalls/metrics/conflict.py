@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import mean
+from typing import Any, Sequence
 
 from kepitfalls.metrics.grouping import group_by_label
+from kepitfalls.metrics.records import MEAN, binary, row
 
 KINDS = ("reverse", "composite", "coverage")
 #: The kinds whose second edit has an "implicit" CS variant in the reference.
@@ -99,3 +101,23 @@ def conflict_metrics(cases: list[ConflictScores]) -> dict[str, float]:
     for kind, of_kind in group_by_label(cases, lambda c: c.kind, KINDS, "ConflictEdit").items():
         metrics.update(_kind_metrics(kind, of_kind))
     return metrics
+
+
+def conflict_records(cases: Sequence[ConflictScores], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The per-record rows behind `conflict_metrics`: CS and coverage Succ binary, CM and TFD ×100 per record."""
+    rows = []
+    for case_id, c in zip(ids, cases, strict=True):
+        kind = c.kind
+        rows.append(binary(case_id, f"{kind}_CS", bool(conflict_score(c.e2_theta2, c.e1_theta2))))
+        rows.append(row(case_id, f"{kind}_CM", MEAN, 100 * conflict_magnitude(c.e1_theta1, c.e1_theta2)))
+        if kind in IMPLICIT_KINDS:
+            implied = _required(c.implied_theta2, "the implied fact's score", kind)
+            rows.append(binary(case_id, f"{kind}_CS_implicit", bool(conflict_score(implied, c.e1_theta2))))
+        if kind == "composite":
+            tied0 = _required(c.tied_theta0, "S_θ0 of the tied fact", kind)
+            for name, after in (("composite_TFD", c.tied_theta2), ("composite_TFD_e2only", c.tied_e2only)):
+                rows.append(row(case_id, name, MEAN, 100 * tied_fact_damage(tied0, _required(after, f"the tied fact's score for {name}", kind))))
+        if kind == "coverage":
+            e2, e1 = _required(c.e2_e2only, "S_θe2only(e2)", kind), _required(c.e1_e2only, "S_θe2only(e1)", kind)
+            rows.append(binary(case_id, "coverage_Succ", bool(conflict_score(e2, e1))))
+    return rows

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import harmonic_mean, mean
+from typing import Any
 
 import torch
+
+from kepitfalls.metrics.records import BINARY, MEAN, row
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,37 @@ def counterfact_metrics(cases: list[CaseScores], vocab_size: int | None = None) 
             metrics[name] = mean(mean(v) for v in values)
             metrics[f"{name}_ref"] = metrics[name] / vocab_size
     return metrics
+
+
+def _prompt_successes(scores: tuple[PromptScore, ...], new_wins: bool) -> list[float]:
+    return [100 * _success((s,), new_wins) for s in scores]
+
+
+def _prompt_magnitudes(scores: tuple[PromptScore, ...], new_minus_true: bool) -> list[float]:
+    return [100 * _magnitude((s,), new_minus_true) for s in scores]
+
+
+def counterfact_records(cases: list[CaseScores], ids: list[str], vocab_size: int | None = None) -> list[dict[str, Any]]:
+    """The per-case rows behind `counterfact_metrics` (Score and cases are not per-case statistics)."""
+    rows = []
+    for case_id, c in zip(ids, cases, strict=True):
+        prompt_sets = [
+            ("ES", "EM", (c.rewrite,), True), ("PS", "PM", c.paraphrase, True), ("NS", "NM", c.neighborhood, False),
+        ]
+        if all(x.distracting for x in cases):
+            prompt_sets.append(("NS_plus", "NM_plus", c.distracting, False))
+        for success, magnitude, scores, new_wins in prompt_sets:
+            hits, sizes = _prompt_successes(scores, new_wins), _prompt_magnitudes(scores, new_wins)
+            if success == "ES":
+                rows.append(row(case_id, success, BINARY, hits[0]))
+            else:
+                rows.append(row(case_id, success, MEAN, mean(hits), hits))
+            rows.append(row(case_id, magnitude, MEAN, mean(sizes), sizes if len(sizes) > 1 else None))
+        for name, attribute in (("NKL", "neighborhood_kl"), ("NKL_plus", "distracting_kl")):
+            if all(getattr(x, attribute) for x in cases):
+                kl = getattr(c, attribute)
+                if vocab_size is None:
+                    raise ValueError("the reference-normalised NKL needs the vocabulary size")
+                rows.append(row(case_id, name, MEAN, mean(kl), kl))
+                rows.append(row(case_id, f"{name}_ref", MEAN, mean(kl) / vocab_size))
+    return rows

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import mean
+from typing import Any
 
 from kepitfalls.metrics.grouping import group_by_label
+from kepitfalls.metrics.records import MEAN, row
 
 COLUMNS = ("OA", "DN")
 
@@ -71,3 +73,15 @@ def locality_metrics(edits: Sequence[EditScores], ot_pre: float) -> dict[str, fl
         metrics["OT_ratio"] = metrics["OT"] / metrics["OT_pre"]
     metrics["cases"] = float(len(edits))
     return metrics
+
+
+def locality_records(edits: Sequence[EditScores], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The per-edit rows behind `locality_metrics`: OA/DN (LocAgree per probe ×100) and OT (PIQA accuracy ×100)."""
+    rows = []
+    for case_id, e in zip(ids, edits, strict=True):
+        if not e.agreement:
+            raise ValueError(f"locality record {case_id} has no probes")
+        probes = [100 * a for a in e.agreement]
+        rows.append(row(case_id, e.column, MEAN, mean(probes), probes))
+        rows.append(row(case_id, "OT", MEAN, 100 * e.piqa_accuracy))
+    return rows

@@ -25,7 +25,9 @@ import re
 import string
 from dataclasses import dataclass
 from statistics import mean
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from kepitfalls.metrics.records import POOLED, YES, binary, row
 
 MATCH_MODES = ("exact", "prefix", "contains")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -127,10 +129,14 @@ def instance_wise(instances: Sequence[InstanceScores], mode: str | None = None) 
     return 100 * mean(float(all(hop_recalled(h, mode) for h in inst.hops)) for inst in instances)
 
 
+def _answered(attempts: Sequence[Attempt], mode: str, cot: bool) -> bool:
+    parse = parse_cot_answer if cot else first_line
+    return any(_recalled(a, mode, parse) for a in attempts)
+
+
 def multi_hop(question_sets: Sequence[Sequence[Attempt]], mode: str = "exact", cot: bool = False) -> float:
     """MH ×100: the share of instances where ANY of the questions is answered right (first line, or CoT answer)."""
-    parse = parse_cot_answer if cot else first_line
-    return 100 * mean(float(any(_recalled(a, mode, parse) for a in attempts)) for attempts in question_sets)
+    return 100 * mean(float(_answered(attempts, mode, cot)) for attempts in question_sets)
 
 
 def mquake_metrics(instances: Sequence[InstanceScores]) -> dict[str, float]:
@@ -151,3 +157,23 @@ def mquake_metrics(instances: Sequence[InstanceScores]) -> dict[str, float]:
     metrics["cases"] = float(len(instances))
     metrics["edits"] = float(sum(len(i.edits) for i in instances))
     return metrics
+
+
+def question_records(question_sets: Sequence[Sequence[Attempt]], ids: Sequence[str], metric: str, mode: str, cot: bool = False) -> list[dict[str, Any]]:
+    """One binary row per instance behind `multi_hop(question_sets, mode, cot)`, named `metric`."""
+    return [binary(case_id, metric, _answered(attempts, mode, cot)) for case_id, attempts in zip(ids, question_sets, strict=True)]
+
+
+def mquake_records(instances: Sequence[InstanceScores], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The per-instance rows behind `mquake_metrics`: EW pools each instance's edits, the rest are yes/no."""
+    rows = []
+    for case_id, inst in zip(ids, instances, strict=True):
+        for name, mode in (("EW", "prefix"), ("EW_contains", "contains")):
+            edits = [YES * _recalled(a, mode) for a in inst.edits]
+            rows.append(row(case_id, name, POOLED, mean(edits), edits))
+        rows.append(binary(case_id, "IW", all(hop_recalled(h) for h in inst.hops)))
+        rows.append(binary(case_id, "IW_contains", all(hop_recalled(h, "contains") for h in inst.hops)))
+    for name, mode, cot in (("MH", "exact", False), ("MH_prefix", "prefix", False), ("MH_contains", "contains", False),
+                            ("MH_cot", "exact", True), ("MH_cot_contains", "contains", True)):
+        rows.extend(question_records([i.cot if cot else i.questions for i in instances], ids, name, mode, cot))
+    return rows

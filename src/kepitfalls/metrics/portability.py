@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import mean
+from typing import Any
 
 from kepitfalls.metrics.grouping import group_by_label
+from kepitfalls.metrics.records import MEAN, row
 
 COLUMNS = ("SR", "RR", "OH")
 
@@ -54,3 +56,15 @@ def portability_metrics(records: Sequence[RecordScores], suffix: str = "") -> di
         metrics[f"{column}{suffix}"] = _column_mean([r.token_accuracy for r in rows])
         metrics[f"{column}_em{suffix}"] = _column_mean([r.exact_match for r in rows])
     return metrics
+
+
+def portability_records(records: Sequence[RecordScores], ids: Sequence[str], suffix: str = "") -> list[dict[str, Any]]:
+    """The per-record rows behind `portability_metrics`: each record's probes ×100 and their mean."""
+    rows = []
+    for case_id, r in zip(ids, records, strict=True):
+        for name, values in ((r.column, r.token_accuracy), (f"{r.column}_em", r.exact_match)):
+            if not values:
+                raise ValueError(f"portability record {case_id} has no probes")
+            probes = [100 * v for v in values]
+            rows.append(row(case_id, f"{name}{suffix}", MEAN, mean(probes), probes))
+    return rows

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import mean
-from typing import Sequence
+from typing import Any, Sequence
 
 from kepitfalls.metrics.grouping import group_by_label
+from kepitfalls.metrics.records import BINARY, MEAN, row
 
 KINDS = ("easy", "hard")
 #: torch.nn.functional.normalize's default eps: the L1 norm is clamped below at it.
@@ -115,3 +116,17 @@ def round_metrics(cases: list[RoundScores]) -> dict[str, float]:
     for kind, of_kind in groups.items():
         metrics.update(_summary([record for _, record in of_kind], f"{kind}_"))
     return metrics
+
+
+#: FR is one yes/no outcome per record; Succ (half points), D, D_js and IR (shares) are not.
+_KIND = {"Succ": MEAN, "D": MEAN, "D_js": MEAN, "IR": MEAN, "FR": BINARY}
+
+
+def round_records(cases: list[RoundScores], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The per-record rows behind `round_metrics`, ×100: pooled (`Succ`) and per kind (`easy_Succ`)."""
+    rows = []
+    for case_id, c in zip(ids, cases, strict=True):
+        for name, value in _record(c).items():
+            for prefix in ("", f"{c.kind}_"):
+                rows.append(row(case_id, f"{prefix}{name}", _KIND[name], 100 * value))
+    return rows

@@ -1,22 +1,21 @@
 """Tables of this run's metrics beside the survey's published numbers, in Markdown, LaTeX and CSV.
 
-A cell is `ours` or `ours (survey)`; a cell we cannot fill says why ("method not implemented", "suite not
-run"), never a silent blank. Each column's protocol goes into a numbered footnote.
+A cell is `value [low, high] n=N` (its 95% interval over N records), with the survey's number in
+parentheses where it publishes one; `†` marks a smoke value (fewer than `report.min_n` records). A cell we
+cannot fill says why ("not implemented", "suite not run"), never a silent blank. Each column's protocol goes
+into a numbered footnote. The CSV keeps every number in its own numeric column.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from kepitfalls.params import PROJECT_ROOT
-
-SURVEY_DIR = PROJECT_ROOT / "reference"
+from kepitfalls.report.cells import Cell, metric_cell
+from kepitfalls.report.format import SMOKE, number, tex
+from kepitfalls.report.settings import ReportOptions
 
 
 @dataclass(frozen=True)
@@ -38,94 +37,97 @@ class Table:
     survey_file: str | None = None  # under reference/
 
 
-def load_metrics(metrics_root: Path, method: str, suite: str) -> dict[str, float] | None:
-    """A cell group's metrics, or None when that (method, suite) was not run."""
-    path = metrics_root / method / f"{suite}.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+#: Rows by method: our cell per column label, and the survey's number as printed ("" where it has none).
+Frame = dict[str, dict[str, tuple[Cell, str]]]
 
 
-def load_survey(table: Table) -> dict[str, dict[str, str]]:
+def load_survey(table: Table, reference_dir: Path) -> dict[str, dict[str, str]]:
     """The survey's published numbers by method, as printed (strings)."""
     if table.survey_file is None:
         return {}
-    with open(SURVEY_DIR / table.survey_file, encoding="utf-8") as handle:
+    with open(reference_dir / table.survey_file, encoding="utf-8") as handle:
         return {row["method"]: row for row in csv.DictReader(handle)}
 
 
-def ours(metrics_root: Path, method: str, column: Column, implemented: set[str]) -> float | str:
-    if method not in implemented:
-        return "not implemented"
-    metrics = load_metrics(metrics_root, method, column.suite)
-    if metrics is None:
-        return f"{column.suite} not run"
-    if column.metric not in metrics:
-        return f"no {column.metric}"
-    return metrics[column.metric]
+def build(table: Table, metrics_root: Path, reference_dir: Path, options: ReportOptions) -> Frame:
+    """Rows: our methods, then the survey's other methods; per column our cell and the survey's number."""
+    survey = load_survey(table, reference_dir)
+    return {
+        method: {
+            c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), survey.get(method, {}).get(c.survey, "") if c.survey else "")
+            for c in table.columns
+        }
+        for method in dict.fromkeys([*options.methods, *survey])
+    }
 
 
-def build(table: Table, metrics_root: Path, methods: list[str], implemented: set[str]) -> pd.DataFrame:
-    """Rows: our methods, then the survey's other methods; per column our value and the survey's."""
-    survey = load_survey(table)
-    rows = {}
-    for method in list(dict.fromkeys([*methods, *survey])):
-        row: dict[str, object] = {}
-        for column in table.columns:
-            row[column.label] = ours(metrics_root, method, column, implemented & set(methods))
-            if column.survey is not None:
-                row[f"{column.label} (survey)"] = survey.get(method, {}).get(column.survey, "")
-        rows[method] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+def cell_text(cell: Cell) -> str:
+    if cell.value is None:
+        return cell.note
+    text = number(cell.value)
+    if cell.low is not None and cell.high is not None:
+        text += f" [{number(cell.low)}, {number(cell.high)}]"
+    if cell.n is not None:
+        text += f" n={cell.n}" + (SMOKE if cell.smoke else "")
+    return text
 
 
-def _number(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
-    return str(value)
-
-
-def _arrow(column: Column) -> str:
+def arrow(column: Column) -> str:
     return {True: " ↑", False: " ↓", None: ""}[column.higher_is_better]
 
 
-def to_markdown(table: Table, frame: pd.DataFrame, notes: dict[str, str]) -> str:
-    """One cell per column: `ours (survey)` where the survey has a number; one footnote per distinct protocol."""
+def _numbered(notes: dict[str, str]) -> tuple[list[str], dict[str, int]]:
     texts = list(dict.fromkeys(notes.values()))
-    numbered = {label: texts.index(text) + 1 for label, text in notes.items()}
-    header = ["method"] + [f"{c.label}{_arrow(c)}" + (f" [{numbered[c.label]}]" if c.label in numbered else "") for c in table.columns]
+    return texts, {label: texts.index(text) + 1 for label, text in notes.items()}
+
+
+def _ours_and_survey(cell: Cell, published: str) -> str:
+    return f"{cell_text(cell)} ({published})" if published else cell_text(cell)
+
+
+def to_markdown(table: Table, frame: Frame, notes: dict[str, str], caption: str) -> str:
+    """One cell per column: `ours [interval] n (survey)`; the caption; one footnote per distinct protocol."""
+    texts, numbered = _numbered(notes)
+    header = ["method"] + [f"{c.label}{arrow(c)}" + (f" [{numbered[c.label]}]" if c.label in numbered else "") for c in table.columns]
     lines = [f"# {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, row in frame.iterrows():
-        cells = [str(method)]
-        for column in table.columns:
-            cell = _number(row[column.label])
-            published = row.get(f"{column.label} (survey)", "")
-            cells.append(f"{cell} ({published})" if isinstance(published, str) and published else cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Cells read `this run (survey)`; the survey's numbers are GPT-J-6B (Hsueh et al. 2024), most copied "
-              "from earlier papers, so they are context, not targets.", ""]
+    for method, row in frame.items():
+        lines.append("| " + " | ".join([method, *(_ours_and_survey(*row[c.label]) for c in table.columns)]) + " |")
+    lines += ["", caption, ""]
     lines += [f"[{i + 1}] {text}" for i, text in enumerate(texts)]
     return "\n".join(lines) + "\n"
 
 
-def _tex(text: str) -> str:
-    text = text.replace("\\", "\\textbackslash{}")
-    for char in "_%&#":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def to_latex(table: Table, frame: pd.DataFrame, caption: str) -> str:
-    labels = [_tex(str(c)) for c in frame.columns]
+def to_latex(table: Table, frame: Frame, notes: dict[str, str], caption: str) -> str:
+    """The same cells as the Markdown, ↑/↓ in the header, footnote marks and the notes under the table."""
+    texts, numbered = _numbered(notes)
+    header = [tex(f"{c.label}{arrow(c)}") + (f"$^{{{numbered[c.label]}}}$" if c.label in numbered else "") for c in table.columns]
     lines = [
         "\\begin{table}[t]", "\\centering", "\\small",
-        "\\begin{tabular}{l" + "r" * len(labels) + "}", "\\toprule",
-        "Method & " + " & ".join(labels) + " \\\\", "\\midrule",
+        "\\begin{tabular}{l" + "r" * len(header) + "}", "\\toprule",
+        "Method & " + " & ".join(header) + " \\\\", "\\midrule",
     ]
-    lines += [" & ".join([_tex(str(method)), *(_tex(_number(v)) for v in row)]) + " \\\\" for method, row in frame.iterrows()]
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{_tex(caption)}}}", f"\\label{{tab:{table.name}}}", "\\end{table}"]
+    lines += [" & ".join([tex(method), *(tex(_ours_and_survey(*row[c.label])) for c in table.columns)]) + " \\\\" for method, row in frame.items()]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\par\\footnotesize"]
+    lines += [f"$^{{{i + 1}}}$ {tex(text)}\\\\" for i, text in enumerate(texts)]
+    lines += [f"\\caption{{{tex(caption)}}}", f"\\label{{tab:{table.name}}}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(frame: pd.DataFrame) -> str:
+def to_csv(table: Table, frame: Frame) -> str:
+    """Per column: value, ci_low, ci_high, n (numbers or empty), smoke (0/1), note (text), survey (as printed)."""
+    header = ["method"]
+    for c in table.columns:
+        header += [c.label, f"{c.label} ci_low", f"{c.label} ci_high", f"{c.label} n", f"{c.label} smoke", f"{c.label} note"]
+        header += [f"{c.label} (survey)"] if c.survey else []
     buffer = io.StringIO()
-    frame.to_csv(buffer, index_label="method")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for method, row in frame.items():
+        out: list[object] = [method]
+        for c in table.columns:
+            cell, published = row[c.label]
+            out += ["" if v is None else v for v in (cell.value, cell.low, cell.high, cell.n)]
+            out += [int(cell.smoke), cell.note]
+            out += [published] if c.survey else []
+        writer.writerow(out)
     return buffer.getvalue()

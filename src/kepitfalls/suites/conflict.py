@@ -21,7 +21,8 @@ from pydantic import Field
 from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics
+from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
@@ -202,6 +203,8 @@ def _item_scores(lm: LoadedModel, item: ConflictItem, deltas: dict[str, Delta], 
     )
 
 
-def evaluate(lm: LoadedModel, items: list[ConflictItem], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
-    """Score each record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between; summarise."""
-    return conflict_metrics([_item_scores(lm, item, deltas, pre) for item in items])
+def evaluate(lm: LoadedModel, items: list[ConflictItem], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
+    """Score each record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between; summarise, with
+    the per-record rows."""
+    cases = [_item_scores(lm, item, deltas, pre) for item in items]
+    return Evaluation(conflict_metrics(cases), conflict_records(cases, [item.case_prefix for item in items]))

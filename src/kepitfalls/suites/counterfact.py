@@ -16,7 +16,8 @@ import torch
 from kepitfalls.data.counterfact import CounterFactRecord, load_counterfact
 from kepitfalls.data.locality import distract_neighbor
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, kl_divergence
+from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, counterfact_records, kl_divergence
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -78,10 +79,11 @@ def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) 
     )
 
 
-def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
-    """Edit, score and revert each case in turn; summarise."""
+def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
+    """Edit, score and revert each case in turn; summarise, with the per-case rows."""
     cases = []
     for record in records:
         with applied(lm, deltas, [str(record.case_id)]):
             cases.append(_case_scores(lm, record, pre.tensors[str(record.case_id)]))
-    return counterfact_metrics(cases, vocab_size=lm.model.config.vocab_size)
+    vocab_size, ids = lm.model.config.vocab_size, [str(r.case_id) for r in records]
+    return Evaluation(counterfact_metrics(cases, vocab_size=vocab_size), counterfact_records(cases, ids, vocab_size=vocab_size))

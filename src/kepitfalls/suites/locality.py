@@ -33,8 +33,10 @@ from kepitfalls.metrics.locality import (
     EditScores,
     loc_agree,
     locality_metrics,
+    locality_records,
     piqa_accuracy,
 )
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
 from kepitfalls.schema import Section
@@ -185,12 +187,12 @@ def _edit_scores(lm: LoadedModel, record: LocalityRecord, pre_ids: torch.Tensor,
     return EditScores(record.column, tuple(agreement), accuracy)
 
 
-def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
-    """Edit, score and revert each OA/DN record in turn; OA, DN, OT, OT_pre, OT_ratio."""
+def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
+    """Edit, score and revert each OA/DN record in turn; OA, DN, OT, OT_pre, OT_ratio, with per-edit rows."""
     piqa = _piqa(records)
     edits = []
     for record in _edited(records):
         with applied(lm, deltas, [record.key]):
             edits.append(_edit_scores(lm, record, pre.tensors[record.key], piqa))
     ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], [item.label for item in piqa])
-    return locality_metrics(edits, ot_pre)
+    return Evaluation(locality_metrics(edits, ot_pre), locality_records(edits, [r.key for r in _edited(records)]))

@@ -27,7 +27,8 @@ from pydantic import PositiveInt
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, multi_hop
+from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, mquake_records, multi_hop, question_records
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, prompt_ids
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -237,15 +238,23 @@ def _unedited_attempts(records: list[MquakeCase], pre: PreScores) -> list[tuple[
     ]
 
 
-def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
-    """Apply each instance's delta, generate every answer, revert; summarise, with the unedited MH_pre."""
+def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
+    """Apply each instance's delta, generate every answer, revert; summarise, with the unedited MH_pre and the
+    per-instance rows."""
     instances = []
     for case in records:
         with applied(lm, deltas, [str(case.record.case_id)]):
             instances.append(_instance_scores(lm, case))
     unedited = _unedited_attempts(records, pre)
-    return {
+    ids = [str(case.record.case_id) for case in records]
+    metrics = {
         **mquake_metrics(instances),
         "MH_pre": multi_hop(unedited, "exact"),
         "MH_pre_contains": multi_hop(unedited, "contains"),
     }
+    rows = [
+        *mquake_records(instances, ids),
+        *question_records(unedited, ids, "MH_pre", "exact"),
+        *question_records(unedited, ids, "MH_pre_contains", "contains"),
+    ]
+    return Evaluation(metrics, rows)

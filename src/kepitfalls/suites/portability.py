@@ -23,7 +23,9 @@ from kepitfalls.metrics.portability import (
     RecordScores,
     exact_match,
     portability_metrics,
+    portability_records,
 )
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.schema import Section
@@ -125,11 +127,15 @@ def pre_scores(lm: LoadedModel, records: list[PortabilityCase]) -> PreScores:
     return PreScores(values={r.case_id: _raw_scores(lm, r) for r in records})
 
 
-def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
-    """Edit, score and revert each record in turn; SR/RR/OH (TokAcc), *_em, and the unedited *_pre."""
+def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
+    """Edit, score and revert each record in turn; SR/RR/OH (TokAcc), *_em, and the unedited *_pre, with per-record rows."""
     post = []
     for record in records:
         with applied(lm, deltas, [record.case_id]):
             post.append(_record_scores(record, _raw_scores(lm, record)))
     unedited = [_record_scores(r, pre.values[r.case_id]) for r in records]
-    return {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records))}
+    ids = [r.case_id for r in records]
+    return Evaluation(
+        {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records))},
+        [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre")],
+    )

@@ -20,7 +20,8 @@ from pydantic import Field
 from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.round import RoundScores, round_metrics
+from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
@@ -152,6 +153,7 @@ def _item_scores(lm: LoadedModel, item: RoundItem, deltas: dict[str, Delta], pre
     )
 
 
-def evaluate(lm: LoadedModel, items: list[RoundItem], deltas: dict[str, Delta], pre: PreScores) -> dict[str, float]:
-    """Score each record on θ2 then θ1, reverting in between; summarise pooled and per kind."""
-    return round_metrics([_item_scores(lm, item, deltas, pre) for item in items])
+def evaluate(lm: LoadedModel, items: list[RoundItem], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
+    """Score each record on θ2 then θ1, reverting in between; summarise pooled and per kind, with per-record rows."""
+    cases = [_item_scores(lm, item, deltas, pre) for item in items]
+    return Evaluation(round_metrics(cases), round_records(cases, [item.case_prefix for item in items]))

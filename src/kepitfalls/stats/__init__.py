@@ -1,0 +1,1 @@
+"""Uncertainty of the reported numbers: intervals over records and paired comparisons of methods."""
