@@ -18,6 +18,6 @@ if __name__ == "__main__":
     params = load_params()
     params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
-    metrics = evaluate_suite(load_current_model(params), method, suite, layout.deltas_dir(method, suite))
+    metrics = evaluate_suite(load_current_model(params), params, method, suite, layout.deltas_dir(method, suite))
     write_json(layout.metrics_file(method, suite), metrics)
     print(metrics)

@@ -161,6 +161,20 @@ class EditRequest:
     def rewrite_prompt(self) -> str:
         return fill(self.prompt, self.subject)
 
+    def problems(self) -> list[str]:
+        """What makes this request meaningless to every method (empty), however well-typed it is."""
+        found = []
+        if not self.subject.strip():
+            found.append(f"subject {self.subject!r} is empty")
+        slots = self.prompt.count("{}")
+        if slots == 0 and self.subject.strip() and self.subject not in self.prompt:
+            found.append(f"subject {self.subject!r} is not in the prompt {self.prompt!r}")
+        if slots != 1:
+            found.append(f"prompt {self.prompt!r} must mark the subject with exactly one '{{}}', has {slots}")
+        if not self.target_new.strip():
+            found.append(f"target_new {self.target_new!r} is empty")
+        return found
+
 
 def question_request(question: str, subject: str, target_new: str, target_true: str | None) -> EditRequest:
     """An edit request for a zsRE-style question, with the subject turned into the `{}` slot."""
