@@ -64,7 +64,14 @@ def ours(metrics_root: Path, method: str, column: Column, implemented: set[str])
 
 
 def build(table: Table, metrics_root: Path, methods: list[str], implemented: set[str]) -> pd.DataFrame:
-    """Rows: our methods, then the survey's other methods; per column our value and the survey's."""
+    """Rows: our methods, then the survey's other methods; per column our value and the survey's.
+
+    Every name in `methods` must be an implemented method: "not implemented" is reserved for the survey's
+    methods this project has not built yet, never for a typo in `report.methods`.
+    """
+    unknown = [m for m in methods if m not in implemented]
+    if unknown:
+        raise ValueError(f"report.methods: {', '.join(unknown)} not implemented; implemented: {', '.join(sorted(implemented))}")
     survey = load_survey(table)
     rows = {}
     for method in list(dict.fromkeys([*methods, *survey])):
