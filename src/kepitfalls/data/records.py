@@ -69,8 +69,18 @@ class Fields:
             raise self.error(key, "missing")
         return self.data[key]
 
-    def text(self, key: str) -> str:
-        return self._check(key, self.raw(key), str)
+    def text(self, key: str, non_empty: bool = False) -> str:
+        value = self._check(key, self.raw(key), str)
+        if non_empty and not value.strip():
+            raise self.error(key, f"empty text {value!r}")
+        return value
+
+    def template(self, key: str) -> str:
+        """A prompt template: text in which `{}` marks the subject."""
+        value = self.text(key, non_empty=True)
+        if "{}" not in value:
+            raise self.error(key, "template has no '{}' for the subject")
+        return value
 
     def optional_text(self, key: str) -> str | None:
         return self.text(key) if self.has(key) else None
