@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from kepitfalls import layout
+from kepitfalls.atomic import write_json
 from kepitfalls.editing import edit_suite
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model
@@ -19,5 +20,6 @@ if __name__ == "__main__":
     params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
     summary = edit_suite(load_current_model(params), params, method, suite, layout.deltas_dir(method, suite))
+    write_json(layout.edit_run_file(method, suite), summary)
     print(f"{method} on {suite}: {summary['computed']} computed, {summary['reused']} reused, "
           f"{summary['seconds_per_edit']:.2f} s per computed edit")

@@ -19,7 +19,7 @@ if __name__ == "__main__":
     params = load_params()
     params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
-    evaluation = evaluate_suite(load_current_model(params), method, suite, layout.deltas_dir(method, suite))
+    evaluation = evaluate_suite(load_current_model(params), params, method, suite, layout.deltas_dir(method, suite))
     write_json(layout.metrics_file(method, suite), evaluation.metrics)
     write_jsonl(layout.records_file(method, suite), evaluation.records)
     write_json(layout.protocol_file(method, suite), protocol(params, method, suite, evaluation))

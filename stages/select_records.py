@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from kepitfalls import layout
+from kepitfalls.data.download import verify_downloads
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model
 from kepitfalls.suites import suite_module
@@ -15,6 +16,7 @@ from kepitfalls.suites.common import save_records
 
 if __name__ == "__main__":
     suite = sys.argv[1]
+    verify_downloads(layout.raw_root())  # `dvc repro -s` skips DVC's check of data/raw; a changed byte stops here
     params = load_params()
     configure(params)
     config = params.suite(suite)

@@ -6,20 +6,23 @@ import hashlib
 import importlib.util
 import io
 import json
+import runpy
 import socket
+import sys
 import zipfile
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from kepitfalls import config
+from kepitfalls import cli, config, layout
 from kepitfalls.data import gdrive
-from kepitfalls.data.download import MANIFEST, fetch_benchmark, fetch_files
-from kepitfalls.data.errors import ChecksumError, DownloadError, OfflineError
+from kepitfalls.data.download import MANIFEST, fetch_benchmark, fetch_files, verify_downloads
+from kepitfalls.data.errors import ChecksumError, DataError, DownloadError, OfflineError
 from kepitfalls.data.registry import Benchmark, FileSpec, benchmark_names, get_benchmark
 from kepitfalls.data.remote import RetryPolicy
-from kepitfalls.params import load_params
+from kepitfalls.params import ParamsError, load_params, mirror_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_FILES = ("piqa/valid-labels.lst", "mquake/prompts/rel-prompts.json")
@@ -153,7 +156,8 @@ def test_flipped_byte_in_the_mirror_is_rejected(data_mirror: Path, tmp_path: Pat
     assert leftovers(dest) == []
 
 
-def test_a_stale_destination_file_is_not_left_behind_by_a_failed_fetch(data_mirror: Path, tmp_path: Path) -> None:
+def test_a_failed_fetch_vouches_for_nothing_it_did_not_verify(data_mirror: Path, tmp_path: Path) -> None:
+    """A stale file from before is left as it was, with no manifest, so no reader accepts it."""
     mirror = tmp_path / "mirror"
     (mirror / "gsm8k").mkdir(parents=True)
     (mirror / "gsm8k" / "test.jsonl").write_bytes(b"not gsm8k\n")
@@ -162,7 +166,77 @@ def test_a_stale_destination_file_is_not_left_behind_by_a_failed_fetch(data_mirr
     (dest / "test.jsonl").write_bytes(b"old\n")
     with pytest.raises(ChecksumError):
         fetch_benchmark("gsm8k", dest, mirror)
-    assert not (dest / "test.jsonl").exists()
+    assert (dest / "test.jsonl").read_bytes() == b"old\n" and not (dest / MANIFEST).exists()
+    with pytest.raises(DataError, match="MANIFEST.json is missing"):
+        verify_downloads(tmp_path / "raw")
+
+
+def flipped_mirror(data_mirror: Path, tmp_path: Path) -> Path:
+    mirror = tmp_path / "bad-mirror"
+    (mirror / "gsm8k").mkdir(parents=True)
+    data = bytearray((data_mirror / "gsm8k" / "test.jsonl").read_bytes())
+    data[1000] ^= 0x01
+    (mirror / "gsm8k" / "test.jsonl").write_bytes(data)
+    return mirror
+
+
+def test_a_failed_fetch_leaves_the_previous_verified_files_in_place(data_mirror: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "raw" / "gsm8k"
+    fetch_benchmark("gsm8k", dest, data_mirror)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    for mirror, error in ((flipped_mirror(data_mirror, tmp_path), ChecksumError), (tmp_path / "no-such-mirror", DataError)):
+        with pytest.raises(error):
+            fetch_benchmark("gsm8k", dest, mirror)
+        assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+        verify_downloads(tmp_path / "raw")
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["gsm8k"]  # no staging folder left beside it
+
+
+def test_a_mirror_that_does_not_exist_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "no-such-mirror"
+    with pytest.raises(DataError, match=f"benchmark mirror {missing} does not exist"):
+        fetch_benchmark("gsm8k", tmp_path / "raw" / "gsm8k", missing)
+    params = load_params().model_copy(update={"data": config.Data(mirror=str(missing), benchmarks={})})
+    monkeypatch.delenv("KEPITFALLS_MIRROR", raising=False)
+    with pytest.raises(ParamsError, match=f"data.mirror = '{missing}'"):
+        mirror_dir(params)
+    monkeypatch.setenv("KEPITFALLS_MIRROR", str(missing / "env"))
+    with pytest.raises(ParamsError, match=r"\$KEPITFALLS_MIRROR = .*no-such-mirror/env"):
+        mirror_dir(params)
+
+
+def test_fetch_command_with_a_missing_mirror_names_it_and_keeps_the_files(data_mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(layout, "raw_root", lambda: tmp_path / "raw")
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["fetch", "gsm8k", "--mirror", str(data_mirror)]).exit_code == 0
+    result = runner.invoke(cli.main, ["fetch", "gsm8k", "--mirror", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and str(tmp_path / "nope") in result.output and "does not exist" in result.output
+    verify_downloads(tmp_path / "raw")
+
+
+def test_a_byte_flipped_after_the_download_stops_the_select_stage(data_mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    raw = tmp_path / "raw"
+    fetch_benchmark("gsm8k", raw / "gsm8k", data_mirror)
+    verify_downloads(raw)
+    data = bytearray((raw / "gsm8k" / "test.jsonl").read_bytes())
+    data[1000] ^= 0x01
+    (raw / "gsm8k" / "test.jsonl").write_bytes(data)
+    monkeypatch.setattr(layout, "raw_root", lambda: raw)
+    monkeypatch.setattr(sys, "argv", ["select_records.py", "counterfact"])
+    with pytest.raises(ChecksumError, match=r"gsm8k/test.jsonl \(from .*test.jsonl, checked against .*MANIFEST.json\)"):
+        runpy.run_path(str(REPO_ROOT / "stages" / "select_records.py"), run_name="__main__")
+
+
+def test_a_download_that_yields_no_file_is_an_error(tmp_path: Path) -> None:
+    only_optional = Benchmark("local", "", (FileSpec("x.txt", "https://example.org/x", None, optional=True),))
+    with pytest.raises(DownloadError, match="local: nothing to fetch"):
+        fetch_files(only_optional, tmp_path / "local", None)
+    assert not (tmp_path / "local").exists()
+
+
+def test_every_benchmark_has_a_required_file() -> None:
+    for name in benchmark_names():
+        assert get_benchmark(name).files_to_fetch(include_optional=False), name
 
 
 # --- downloads from a real HTTP server on 127.0.0.1 ------------------------------------------------

@@ -212,6 +212,33 @@ def test_a_broken_record_names_file_index_and_field(relpath, load, edit, field, 
     assert str(path) in str(caught.value) and "record 7" in str(caught.value) and f"'{field}'" in str(caught.value)
 
 
+@pytest.mark.parametrize(("relpath", "load", "edit", "field", "problem"), [
+    (ONE_HOP_CF, load_counterfact, lambda r: r["requested_rewrite"].update(subject=" "), "requested_rewrite.subject", "empty"),
+    (ONE_HOP_CF, load_counterfact, lambda r: r["requested_rewrite"]["target_new"].update(str=""), "requested_rewrite.target_new.str",
+     "empty"),
+    ("zsre/knowedit_derived/ZsRE-test-all.json", load_knowedit_zsre, lambda r: r.update(target_new=""), "target_new", "empty"),
+    ("mquake/derived/MQuAKE-hard.json", load_mquake, lambda r: r["requested_rewrite"][0].update(subject=""),
+     "requested_rewrite[0].subject", "empty"),
+    ("mquake/derived/MQuAKE-hard.json", load_mquake, lambda r: r["requested_rewrite"][0].update(prompt="no slot"),
+     "requested_rewrite[0].prompt", "no '{}'"),
+    ("mquake/derived/MQuAKE-hard.json", load_mquake, lambda r: r["single_hops"].pop(), "single_hops",
+     "3 hops, but orig.triples has 4"),
+    ("mquake/derived/MQuAKE-hard.json", load_mquake, lambda r: r["orig"]["new_triples"].pop(), "new_single_hops",
+     "4 hops, but orig.new_triples has 3"),
+    (f"{PITFALLS}/GPT-J/composite_edit.json", lambda p: load_conflict_edit(p, kind="composite"),
+     lambda r: r.update(prerequisites=[3]), "prerequisites[0]", "index 3 is outside the 3 triples"),
+    (f"{PITFALLS}/GPT-J/composite_edit.json", lambda p: load_conflict_edit(p, kind="composite"),
+     lambda r: r.update(prerequisites=[-1]), "prerequisites[0]", "index -1 is outside"),
+])
+def test_a_meaningless_record_names_file_index_and_field(relpath, load, edit, field, problem, data_mirror: Path, tmp_path: Path) -> None:
+    """Well-typed values that no edit or metric can use: empty subjects or targets, no slot, disagreeing counts."""
+    path = broken_copy(data_mirror / relpath, tmp_path / Path(relpath).name, 7, edit)
+    with pytest.raises(MalformedRecordError) as caught:
+        load(path)
+    assert (caught.value.file, caught.value.index, caught.value.field) == (path, 7, field)
+    assert problem in str(caught.value)
+
+
 def test_broken_jsonl_and_tsv_records(data_mirror: Path, tmp_path: Path) -> None:
     lines = (data_mirror / "gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()
     record = json.loads(lines[3])

@@ -51,6 +51,7 @@ def test_project_params_validate() -> None:
         (lambda p: p["methods"]["MEMIT"]["gpt-j-6b"].update({"layers": [4, 3]}), r"methods\.MEMIT\.gpt-j-6b\.layers: .*ascending"),
         (lambda p: p["stats"].update({"layers": [3, 4]}), r"stats\.layers: missing \[5\], which methods\.ROME\.smollm2-135m reads"),
         (lambda p: p["report"].update({"methods": ["NOPE"]}), r"report\.methods\.0: .*'ROME'.*got 'NOPE'"),
+        (lambda p: p["report"].update({"suites": ["counterfact", "nope"]}), r"report\.suites\.1: .*'counterfact'.*got 'nope'"),
         (lambda p: p["suites"].pop("round"), r"report\.suites: round has no suites\.round block"),
         (lambda p: p["methods"]["FT"].pop("smollm2-135m"), r"methods\.FT\.smollm2-135m: missing"),
         (lambda p: p["templates"]["MEMIT"].update({"recipe": [[10, 4]]}), r"templates\.MEMIT: recipe entry \[10, 4\] yields no template"),

@@ -2,7 +2,7 @@
 
 One session-wide workspace (a copy of this repository with smaller subset and corpus sizes in
 params.yaml) runs `dvc repro` once; the tests then check what it produced and how DVC reacts to
-changes, and push to and pull from a real local DVC remote.
+changes, and push to and pull from real DVC remotes (a local directory, and a WebDAV server on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -220,3 +222,51 @@ def test_deltas_travel_through_a_real_dvc_remote(workspace: Path, tmp_path: Path
     assert names and names == sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
     for name in names:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes()
+
+
+@pytest.fixture
+def webdav_remote(tmp_path: Path) -> Iterator[str]:
+    """A real WebDAV server (wsgidav, the `test` extra) on a free port of 127.0.0.1, serving an empty folder."""
+    root = tmp_path / "webdav"
+    root.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "wsgidav"), "--host", "127.0.0.1", "--port", str(port), "--root", str(root),
+         "--auth", "anonymous", "--no-config", "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"wsgidav did not start on 127.0.0.1:{port}") from None
+                time.sleep(0.2)
+        yield f"webdav://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_second_researcher_pulls_everything_and_recomputes_nothing(workspace: Path, tmp_path: Path, webdav_remote: str) -> None:
+    """Push the finished workspace to a lab's WebDAV remote; a fresh clone pulls it (models, statistics, deltas,
+    every other output) and `dvc repro` runs no stage, with the same metrics."""
+    run(["dvc", "remote", "add", "-f", "lab", webdav_remote], workspace)
+    run(["dvc", "push", "-r", "lab"], workspace)
+    commit_all(workspace)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(workspace), str(clone)], check=True)
+    started = time.perf_counter()
+    run(["dvc", "remote", "add", "-f", "lab", webdav_remote], clone)
+    run(["dvc", "pull", "-r", "lab"], clone)
+    output = run(["dvc", "repro"], clone).stdout
+    print(f"dvc pull + no-op dvc repro on the fresh clone: {time.perf_counter() - started:.1f} s")
+    assert "Running stage" not in output, output
+    for stage in ("stats", "edit@ROME-counterfact", "edit@FT-counterfact", "evaluate@ROME-counterfact"):
+        assert f"Stage '{stage}' didn't change, skipping" in output, output
+    assert json.loads(run(["dvc", "metrics", "diff", "--json"], clone).stdout or "{}") == {}

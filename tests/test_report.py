@@ -111,6 +111,14 @@ def test_a_protocol_of_another_model_is_an_error(project: Path) -> None:
         _render(project)
 
 
+def test_an_unknown_method_in_report_methods_is_an_error(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["report"]["methods"] = [*METHODS, "NOPE"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"report\.methods: NOPE: no evaluated cells"):
+        _render(project)
+
+
 def test_report_imports_no_model_method_or_suite_code(project: Path) -> None:
     script = (
         "import sys; from pathlib import Path\n"

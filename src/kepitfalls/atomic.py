@@ -1,4 +1,8 @@
-"""Atomic file writes, so that an interrupted stage never leaves a half-written output behind."""
+"""Atomic, durable file writes, so that an interrupted stage or a crash never leaves a half-written output behind.
+
+The data is fsynced before the rename and the directory after it: without the first, a crash soon after the
+rename can leave an empty or truncated file under the final name.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,21 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') bytes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -62,7 +62,7 @@ def materialize_command(name: str, out: Path | None) -> None:
 
 @main.command()
 @click.argument("benchmark", type=click.Choice(benchmark_names()))
-@click.option("--mirror", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--mirror", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None)
 @click.option("--include-optional", is_flag=True)
 def fetch(benchmark: str, mirror: Path | None, include_optional: bool) -> None:
     """Fetch one benchmark into data/raw/<benchmark> (what the `download` stage does)."""

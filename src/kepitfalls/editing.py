@@ -22,7 +22,7 @@ from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.metrics.records import Evaluation, by_metric, statistic
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites import suite_module
-from kepitfalls.suites.common import applied, chain, load_pre, load_records, save_pre
+from kepitfalls.suites.common import EditCase, applied, chain, check_cases, load_pre, load_records, save_pre
 
 #: The shared code every method's deltas depend on (besides the method's own module).
 CORE_SOURCES = (
@@ -35,8 +35,11 @@ CORE_SOURCES = (
     "deltas/codecs.py",
 )
 INDEX = "index.json"
-TIMINGS = "timings.json"
 SIGNIFICANT_DIGITS = 6
+
+
+class StaleDeltasError(RuntimeError):
+    """The stored deltas were computed for another method, other hyper-parameters or other requests."""
 
 
 def _sha256(path: Path) -> str:
@@ -62,27 +65,48 @@ def build_method(params: Params, name: str) -> EditMethod:
     return method_class(name)(params.hparams(name), artifacts)
 
 
+def delta_keys(lm: LoadedModel, method_name: str, method: EditMethod, cases: dict[str, EditCase]) -> dict[str, str]:
+    """The content key of every case's delta under the current method, hyper-parameters and requests.
+
+    A case with a `base` is computed with its base chain applied, so its key includes the base's key.
+    """
+    upstream = {path.name: _sha256(path) for path in method.upstream_files()}
+    upstream["code"] = code_fingerprint(method)
+    hparams = method.hparams.model_dump(mode="json")
+    keys: dict[str, str] = {}
+    for case_id, case in cases.items():
+        requests = [dataclasses.asdict(r) for r in case.requests]
+        base_key = keys[case.base] if case.base is not None else ""
+        keys[case_id] = delta_key(lm.identity, method_name, hparams, requests, {**upstream, "base": base_key})
+    return keys
+
+
+def suite_cases(suite: str, records: list[Any]) -> dict[str, EditCase]:
+    """The suite's edit cases over its selected records, by case id, every request checked (`check_cases`)."""
+    cases = {case.case_id: case for case in suite_module(suite).edit_cases(records)}
+    check_cases(suite, cases.values())
+    return cases
+
+
 def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case; write the case → key index last, atomically.
 
-    A case with a `base` is computed with its base chain applied, and its key includes the base's key.
+    Returns the run's statistics (computed, reused, seconds per edit); they stay out of `out_dir`, whose
+    bytes must depend only on what the deltas were computed from.
     """
-    module = suite_module(suite)
-    records = load_records(layout.suite_records(suite), module.RECORD_TYPE)
+    records = load_records(layout.suite_records(suite), suite_module(suite).RECORD_TYPE)
+    cases = suite_cases(suite, records)
     method = build_method(params, method_name)
-    upstream = {path.name: _sha256(path) for path in method.upstream_files()}
-    upstream["code"] = code_fingerprint(method)
+    keys = delta_keys(lm, method_name, method, cases)
     store = DeltaStore(out_dir)
-    cases = {case.case_id: case for case in module.edit_cases(records)}
     index: dict[str, dict[str, Any]] = {}
     deltas: dict[str, Delta] = {}
     seconds: list[float] = []
     for case_id, case in cases.items():
-        requests = [dataclasses.asdict(r) for r in case.requests]
-        base_key = index[case.base]["key"] if case.base is not None else None
-        key = delta_key(lm.identity, method_name, method.hparams.model_dump(mode="json"), requests, {**upstream, "base": base_key or ""})
-        if store.has(key):
-            deltas[case_id] = store.get(key)
+        key = keys[case_id]
+        stored = store.reuse(key)
+        if stored is not None:
+            deltas[case_id] = stored
         else:
             with applied(lm, deltas, chain(cases, case_id)[:-1]):
                 started = time.perf_counter()
@@ -91,21 +115,31 @@ def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, ou
             store.put(key, deltas[case_id])
         index[case_id] = {"key": key, "base": case.base, "bytes": store.path(key).stat().st_size}
     store.prune({entry["key"] for entry in index.values()})
-    summary = {
+    write_json(out_dir / INDEX, {"method": method_name, "suite": suite, "model": lm.identity, "cases": index})
+    return {
         "computed": len(seconds),
         "reused": len(index) - len(seconds),
         "seconds_per_edit": sum(seconds) / len(seconds) if seconds else 0.0,
     }
-    write_json(out_dir / TIMINGS, summary)
-    write_json(out_dir / INDEX, {"method": method_name, "suite": suite, "model": lm.identity, "cases": index})
-    return summary
 
 
-def load_deltas(out_dir: Path) -> dict[str, Delta]:
-    """The stored delta of every case, by case id."""
+def load_deltas(out_dir: Path, expected: dict[str, str] | None = None) -> dict[str, Delta]:
+    """The stored delta of every case, by case id; with `expected` (case id → key), only if the index matches it.
+
+    An edit stage killed after a hyper-parameter change leaves the previous run's index and deltas behind;
+    scoring them would record the old method's numbers under the new parameters.
+    """
     index = json.loads((out_dir / INDEX).read_text(encoding="utf-8"))
+    stored = {case_id: entry["key"] for case_id, entry in index["cases"].items()}
+    if expected is not None and stored != expected:
+        stale = sorted(set(stored.items()) ^ set(expected.items()))
+        cases = sorted({case_id for case_id, _ in stale})
+        raise StaleDeltasError(
+            f"{out_dir}: the stored deltas do not match the current method, hyper-parameters and requests "
+            f"(cases {', '.join(cases[:5])}{' ...' if len(cases) > 5 else ''} differ); run the edit stage first"
+        )
     store = DeltaStore(out_dir)
-    return {case_id: store.get(entry["key"]) for case_id, entry in index["cases"].items()}
+    return {case_id: store.get(key) for case_id, key in stored.items()}
 
 
 def compute_pre(lm: LoadedModel, suite: str, out_dir: Path) -> None:
@@ -119,16 +153,18 @@ def _rounded(value: float) -> float:
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
-def evaluate_suite(lm: LoadedModel, method_name: str, suite: str, deltas_dir: Path) -> Evaluation:
+def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
     with `<name>_n` (records) for every metric that has per-record rows, and those rows.
 
-    A metric whose rows do not reproduce it is an error: intervals computed from them would describe
-    another number than the one printed.
+    Refuses deltas whose keys are not those the current method, hyper-parameters and requests give. A
+    metric whose rows do not reproduce it is an error: intervals computed from them would describe another
+    number than the one printed.
     """
     module = suite_module(suite)
     records = load_records(layout.suite_records(suite), module.RECORD_TYPE)
-    result = module.evaluate(lm, records, load_deltas(deltas_dir), load_pre(layout.pre_dir(suite)))
+    expected = delta_keys(lm, method_name, build_method(params, method_name), suite_cases(suite, records))
+    result = module.evaluate(lm, records, load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite)))
     metrics = {name: _rounded(value) for name, value in result.metrics.items()}
     for name, rows in by_metric(result.records).items():
         if name not in metrics or not math.isclose(statistic(rows), result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):

@@ -39,6 +39,12 @@ def deltas_dir(method: str, suite: str) -> Path:
     return PROJECT_ROOT / "artifacts" / "deltas" / method / suite
 
 
+def edit_run_file(method: str, suite: str) -> Path:
+    """The last edit run's statistics (computed, reused, seconds per edit): outside the delta directory, whose
+    DVC hash must not change when a run recomputes nothing; untracked by git and DVC."""
+    return PROJECT_ROOT / ".runs" / "edit" / method / f"{suite}.json"
+
+
 def metrics_file(method: str, suite: str) -> Path:
     return PROJECT_ROOT / "metrics" / method / f"{suite}.json"
 

@@ -102,12 +102,16 @@ def mirror_dir(params: Params) -> Path | None:
     """The local benchmark mirror: $KEPITFALLS_MIRROR, else `data.mirror` (relative to the project root).
 
     A mirror is laid out like `../shared/benchmarks`; files it holds are taken from it (and still checked
-    against their sha256), files it lacks are downloaded from their public URL.
+    against their sha256), files it lacks are downloaded from their public URL. A mirror that does not exist
+    is an error naming where it was set (a typo must not silently turn into downloads); null means none.
     """
+    source = "$KEPITFALLS_MIRROR" if os.environ.get("KEPITFALLS_MIRROR") else "params.yaml data.mirror"
     raw = os.environ.get("KEPITFALLS_MIRROR") or params.data.mirror or ""
     if not raw:
         return None
     path = Path(raw)
     if not path.is_absolute():
         path = PROJECT_ROOT / path
-    return path if path.is_dir() else None
+    if not path.is_dir():
+        raise ParamsError(f"{source} = {raw!r}: the benchmark mirror {path} does not exist (set data.mirror: null to download)")
+    return path

@@ -34,6 +34,16 @@ def write_hashed(chunks: Iterable[bytes], target: Path) -> Digest:
     return Digest(digest.hexdigest(), size)
 
 
+def hash_file(path: Path) -> Digest:
+    """The sha256 and size of a file on disk."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for chunk in file_chunks(handle):
+            digest.update(chunk)
+            size += len(chunk)
+    return Digest(digest.hexdigest(), size)
+
+
 def verify(digest: Digest, expected: str | None, file: str, source: str) -> None:
     """Raise if a published hash exists and differs; with no published hash there is nothing to compare."""
     if expected is not None and digest.sha256 != expected:

@@ -39,16 +39,13 @@ class CounterFactRecord:
 def parse_counterfact(fields: Fields) -> CounterFactRecord:
     """One ROME-schema record; extra fields (portability, alternative_subject, ...) are left to callers."""
     rewrite = fields.obj("requested_rewrite")
-    prompt = rewrite.text("prompt")
-    if "{}" not in prompt:
-        raise rewrite.error("prompt", "template has no '{}' for the subject")
     return CounterFactRecord(
         case_id=fields.integer("case_id"),
-        prompt=prompt,
-        subject=rewrite.text("subject"),
+        prompt=rewrite.template("prompt"),
+        subject=rewrite.text("subject", non_empty=True),
         relation_id=rewrite.text("relation_id"),
-        target_new=rewrite.obj("target_new").text("str"),
-        target_true=rewrite.obj("target_true").text("str"),
+        target_new=rewrite.obj("target_new").text("str", non_empty=True),
+        target_true=rewrite.obj("target_true").text("str", non_empty=True),
         paraphrase_prompts=fields.texts("paraphrase_prompts"),
         neighborhood_prompts=fields.texts("neighborhood_prompts"),
         attribute_prompts=fields.texts("attribute_prompts"),

@@ -1,12 +1,15 @@
 """Fetch a benchmark's files into data/raw/<name>: from the local mirror when it has them, else from the web.
 
-Either way the bytes stream into a temporary file beside the destination while being hashed, are checked
-against the registry's sha256, and only then are renamed into place, so a failure never leaves a partial or
-unverified file behind. A MANIFEST.json records what was fetched, from where, and its hash.
+Either way the bytes stream into a staging folder beside the destination while being hashed and are checked
+against the registry's sha256; only a fetch that got every file replaces the destination, so a failure never
+leaves a partial or unverified file behind, and leaves the previous verified files in place. A MANIFEST.json
+records what was fetched, from where, and its hash; readers check the files against it (`verify_downloads`),
+since a file changed after its download would otherwise be read as it is.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import zipfile
 from contextlib import ExitStack
@@ -15,9 +18,9 @@ from typing import Any
 
 import requests
 
-from ..atomic import atomic_path, write_json
-from .checksum import Digest, file_chunks, verify, write_hashed
-from .errors import DownloadError
+from ..atomic import atomic_dir, atomic_path, write_json
+from .checksum import Digest, file_chunks, hash_file, verify, write_hashed
+from .errors import DataError, DownloadError
 from .registry import Benchmark, FileSpec, get_benchmark
 from .remote import RetryPolicy, download
 
@@ -36,13 +39,36 @@ def fetch_files(
     retry: RetryPolicy = RetryPolicy(),
 ) -> dict[str, Any]:
     """Like fetch_benchmark, for any Benchmark description (tests describe local servers this way)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / MANIFEST).unlink(missing_ok=True)  # a failed run must not leave a manifest of files it removed
-    with _Fetcher(benchmark.name, dest, mirror, retry) as fetcher:
-        entries = [fetcher.fetch(spec) for spec in benchmark.files_to_fetch(include_optional)]
-    manifest = {"benchmark": benchmark.name, "files": entries}
-    write_json(dest / MANIFEST, manifest)
+    if mirror is not None and not mirror.is_dir():
+        raise DataError(f"benchmark mirror {mirror} does not exist (or is not a folder)")
+    specs = benchmark.files_to_fetch(include_optional)
+    if not specs:
+        raise DownloadError(f"{benchmark.name}: nothing to fetch (every file is optional and include_optional is off); "
+                            "a benchmark needs at least one required file")
+    with atomic_dir(dest) as staging:
+        with _Fetcher(benchmark.name, staging, mirror, retry) as fetcher:
+            entries = [fetcher.fetch(spec) for spec in specs]
+        manifest = {"benchmark": benchmark.name, "files": entries}
+        write_json(staging / MANIFEST, manifest)
     return manifest
+
+
+def verify_downloads(raw_root: Path, names: list[str] | None = None) -> None:
+    """Check the downloaded benchmarks (`names`, default every folder of `raw_root`) against their manifests.
+
+    A file edited, truncated or bit-flipped after its verified download would otherwise be read as it is:
+    loaders do not re-hash, and `dvc repro -s` skips DVC's own check of the stage's dependencies.
+    """
+    folders = [raw_root / name for name in names] if names is not None else sorted(p for p in raw_root.iterdir() if p.is_dir())
+    for folder in folders:
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            raise DataError(f"{manifest} is missing: {folder.name} was not downloaded completely; run its download stage")
+        for entry in json.loads(manifest.read_text(encoding="utf-8"))["files"]:
+            path = folder / entry["file"]
+            if not path.is_file():
+                raise DataError(f"{path} is listed in {manifest} but missing; run the download stage of {folder.name}")
+            verify(hash_file(path), entry["sha256"], f"{folder.name}/{entry['file']}", f"{path}, checked against {manifest}")
 
 
 class _Fetcher:
@@ -64,7 +90,6 @@ class _Fetcher:
 
     def fetch(self, spec: FileSpec) -> dict[str, Any]:
         target = self.dest / spec.relpath
-        target.unlink(missing_ok=True)
         local = self.mirror / self.name / spec.relpath if self.mirror is not None else None
         with atomic_path(target) as tmp:
             if local is not None and local.is_file():

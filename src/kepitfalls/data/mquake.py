@@ -62,12 +62,12 @@ class MquakeRecord:
 def _edit(f: Fields) -> MquakeEdit:
     target_new, target_true = f.obj("target_new"), f.obj("target_true")
     return MquakeEdit(
-        prompt=f.text("prompt"),
+        prompt=f.template("prompt"),
         relation_id=f.text("relation_id"),
-        subject=f.text("subject"),
-        target_new=target_new.text("str"),
+        subject=f.text("subject", non_empty=True),
+        target_new=target_new.text("str", non_empty=True),
         target_new_id=target_new.text("id"),
-        target_true=target_true.text("str"),
+        target_true=target_true.text("str", non_empty=True),
         target_true_id=target_true.text("id"),
         question=f.text("question"),
     )
@@ -92,6 +92,9 @@ def load_mquake(path: Path) -> list[MquakeRecord]:
     records = []
     for f in json_records(resolve(path, HARD_FILE)):
         orig = f.obj("orig")
+        for hops, chain in (("single_hops", "triples"), ("new_single_hops", "new_triples")):
+            if len(f.objs(hops)) != len(_triples(orig, chain)):
+                raise f.error(hops, f"{len(f.objs(hops))} hops, but orig.{chain} has {len(_triples(orig, chain))}")
         records.append(MquakeRecord(
             case_id=f.integer("case_id"),
             requested_rewrite=tuple(_edit(e) for e in f.objs("requested_rewrite")),

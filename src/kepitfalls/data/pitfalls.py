@@ -114,12 +114,17 @@ def load_conflict_edit(path: Path, model: str = "GPT-J", kind: str = "reverse") 
         edits = f.objs("edits")
         if len(edits) != 2:
             raise f.error("edits", f"expected 2 edits, got {len(edits)}")
+        triples = tuple(_triple(t) for t in f.objs("triples"))
+        prerequisites = f.integers("prerequisites")
+        for i, index in enumerate(prerequisites):
+            if not 0 <= index < len(triples):
+                raise f.error(f"prerequisites[{i}]", f"index {index} is outside the {len(triples)} triples")
         records.append(ConflictEditRecord(
             case_id=f.index,
             type=f.text("type"),
             rule=f.optional_text("rule"),
-            triples=tuple(_triple(t) for t in f.objs("triples")),
-            prerequisites=f.integers("prerequisites"),
+            triples=triples,
+            prerequisites=prerequisites,
             edits=(_conflict_edit(edits[0]), _conflict_edit(edits[1])),
         ))
     return records

@@ -69,8 +69,18 @@ class Fields:
             raise self.error(key, "missing")
         return self.data[key]
 
-    def text(self, key: str) -> str:
-        return self._check(key, self.raw(key), str)
+    def text(self, key: str, non_empty: bool = False) -> str:
+        value = self._check(key, self.raw(key), str)
+        if non_empty and not value.strip():
+            raise self.error(key, f"empty text {value!r}")
+        return value
+
+    def template(self, key: str) -> str:
+        """A prompt template: text in which `{}` marks the subject."""
+        value = self.text(key, non_empty=True)
+        if "{}" not in value:
+            raise self.error(key, "template has no '{}' for the subject")
+        return value
 
     def optional_text(self, key: str) -> str | None:
         return self.text(key) if self.has(key) else None
@@ -160,6 +170,20 @@ class EditRequest:
     @property
     def rewrite_prompt(self) -> str:
         return fill(self.prompt, self.subject)
+
+    def problems(self) -> list[str]:
+        """What makes this request meaningless to every method (empty), however well-typed it is."""
+        found = []
+        if not self.subject.strip():
+            found.append(f"subject {self.subject!r} is empty")
+        slots = self.prompt.count("{}")
+        if slots == 0 and self.subject.strip() and self.subject not in self.prompt:
+            found.append(f"subject {self.subject!r} is not in the prompt {self.prompt!r}")
+        if slots != 1:
+            found.append(f"prompt {self.prompt!r} must mark the subject with exactly one '{{}}', has {slots}")
+        if not self.target_new.strip():
+            found.append(f"target_new {self.target_new!r} is empty")
+        return found
 
 
 def question_request(question: str, subject: str, target_new: str, target_true: str | None) -> EditRequest:

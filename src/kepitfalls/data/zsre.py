@@ -18,7 +18,8 @@ KNOWEDIT_FILE = "knowedit_derived/ZsRE-test-all.json"
 
 def zsre_request(fields: Fields) -> EditRequest:
     """The edit a MEND-schema record asks for: `src` about `subject`, from answers[0] to `alt`."""
-    return question_request(fields.text("src"), fields.text("subject"), fields.text("alt"), fields.texts("answers")[0])
+    return question_request(fields.text("src"), fields.text("subject", non_empty=True), fields.text("alt", non_empty=True),
+                            fields.texts("answers")[0])
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,11 @@ def load_zsre(path: Path) -> list[ZsreRecord]:
     return [
         ZsreRecord(
             case_id=f.index,
-            subject=f.text("subject"),
+            subject=f.text("subject", non_empty=True),
             src=f.text("src"),
             pred=f.text("pred"),
             rephrase=f.text("rephrase"),
-            alt=f.text("alt"),
+            alt=f.text("alt"),  # empty in one record of the 1k train subset (534); not an edit request here
             answers=f.texts("answers"),
             loc=f.text("loc"),
             loc_ans=f.text("loc_ans"),
@@ -97,9 +98,9 @@ def load_knowedit_zsre(path: Path) -> list[KnowEditZsreRecord]:
     return [
         KnowEditZsreRecord(
             case_id=f.index,
-            subject=f.text("subject"),
+            subject=f.text("subject", non_empty=True),
             prompt=f.text("prompt"),
-            target_new=f.text("target_new"),
+            target_new=f.text("target_new", non_empty=True),
             ground_truth=f.texts("ground_truth"),
             rephrase_prompt=f.text("rephrase_prompt"),
             locality=_probes(f, "locality"),

@@ -1,6 +1,6 @@
 """The delta store: what each edit changed, content-addressed, with exact apply and bit-exact revert."""
 
 from kepitfalls.deltas.codecs import ComposedDelta, Delta, DenseDelta, LowRankDelta, MemoryDelta
-from kepitfalls.deltas.store import DeltaStore, delta_key
+from kepitfalls.deltas.store import CorruptDeltaError, DeltaStore, delta_key
 
-__all__ = ["ComposedDelta", "Delta", "DeltaStore", "DenseDelta", "LowRankDelta", "MemoryDelta", "delta_key"]
+__all__ = ["ComposedDelta", "CorruptDeltaError", "Delta", "DeltaStore", "DenseDelta", "LowRankDelta", "MemoryDelta", "delta_key"]

@@ -8,6 +8,7 @@ would give the same result, and never otherwise.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ from kepitfalls.deltas.codecs import Delta, decode
 from kepitfalls.tensorfile import canonical_json, load_tensors, save_tensors
 
 KEY_VERSION = 1
+
+
+class CorruptDeltaError(RuntimeError):
+    """A stored delta file cannot be read (empty or truncated, e.g. by a crash around its rename)."""
 
 
 def delta_key(
@@ -60,8 +65,22 @@ class DeltaStore:
         path = self.path(key)
         if not path.is_file():
             raise FileNotFoundError(f"no delta {key} in {self.root}")
-        tensors, header = load_tensors(path)
-        return decode(header["kind"], tensors, header["meta"])
+        try:
+            tensors, header = load_tensors(path)
+            return decode(header["kind"], tensors, header["meta"])
+        except Exception as exc:  # safetensors and the codecs raise several types for a damaged file
+            raise CorruptDeltaError(f"{path}: corrupt delta ({type(exc).__name__}: {exc}); re-run its edit stage") from exc
+
+    def reuse(self, key: str) -> Delta | None:
+        """The stored delta, or None where there is none to reuse: absent, or corrupt (named, then deleted)."""
+        if not self.has(key):
+            return None
+        try:
+            return self.get(key)
+        except CorruptDeltaError as error:
+            print(f"warning: {error}; recomputing it", file=sys.stderr)
+            self.path(key).unlink()
+            return None
 
     def keys(self) -> set[str]:
         """Keys of complete deltas; a writer's temporary file (hidden, killed mid-write) is not one."""

@@ -84,10 +84,20 @@ def caption(table: Table, metrics_root: Path, params: ReportParams) -> str:
     return ". ".join(parts) + "."
 
 
+def check_methods_ran(metrics_root: Path, methods: list[str]) -> None:
+    """Every name in `report.methods` has cells an evaluate stage wrote: a typo or an unimplemented method is
+    an error, never a row of "not implemented" (reserved for the survey's methods this project lacks)."""
+    missing = [m for m in methods if not any((metrics_root / m).glob("*.protocol.json"))]
+    if missing:
+        raise ValueError(f"report.methods: {', '.join(missing)}: no evaluated cells under {metrics_root} "
+                         "(not an implemented method, or its evaluate stages have not run)")
+
+
 def render_all(metrics_root: Path, reference_dir: Path, params: ReportParams, out_dir: Path) -> list[Path]:
     """Write every table and the findings in three formats; returns the Markdown files."""
     for loader in (load_metrics, load_rows, load_protocol):
         loader.cache_clear()  # files may have changed since a previous call in this process
+    check_methods_ran(metrics_root, params.report.methods)
     written = []
     for table in TABLES:
         frame = build(table, metrics_root, reference_dir, params.report)

@@ -9,7 +9,7 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
 
 import torch
 from pydantic import PositiveInt
@@ -57,6 +57,25 @@ class EditCase:
     case_id: str
     requests: tuple[EditRequest, ...]
     base: str | None = None
+
+
+class InvalidEditCaseError(ValueError):
+    """An edit case asks for a request no method can make (see `EditRequest.problems`)."""
+
+
+def check_cases(suite: str, cases: Iterable[EditCase]) -> None:
+    """Check every request of every case once, the same way for every method, before any edit runs.
+
+    The case id carries the record's id (`<record>` or `<kind>/<record>/<step>`), so the error names the suite,
+    its records file, the record and case, and the request.
+    """
+    for case in cases:
+        for i, request in enumerate(case.requests):
+            problems = request.problems()
+            if problems:
+                raise InvalidEditCaseError(
+                    f"suite {suite} (data/suites/{suite}.json), case {case.case_id!r}, request {i}: {'; '.join(problems)}"
+                )
 
 
 @dataclass
