@@ -1,7 +1,9 @@
 """Atomic, durable file writes, so that an interrupted stage or a crash never leaves a half-written output behind.
 
 The data is fsynced before the rename and the directory after it: without the first, a crash soon after the
-rename can leave an empty or truncated file under the final name.
+rename can leave an empty or truncated file under the final name. The temporary file or directory gets the
+permissions a plain `open()` or `mkdir` would have given (0666 or 0777 less the umask): `tempfile` makes
+them private (0600, 0700), which would hide the pipeline's outputs from the rest of the group.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_umask())
     try:
         yield tmp
         _fsync(tmp)
@@ -31,6 +34,13 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:
@@ -48,6 +58,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         if target.exists():
