@@ -7,8 +7,10 @@ depend on `src/kepitfalls/methods/<METHOD>.py` alone (DVC interpolation cannot c
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from kepitfalls.methods.base import EditMethod
+if TYPE_CHECKING:  # the names stay importable without torch (`kepitfalls --help` lists them)
+    from kepitfalls.methods.base import EditMethod
 
 #: Methods implemented here, by params key -> class name in the module of the same name.
 SUPPORTED: dict[str, str] = {"ROME": "ROME", "MEMIT": "MEMIT", "FT": "FineTune", "KN": "KnowledgeNeurons"}
