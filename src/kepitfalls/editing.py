@@ -21,6 +21,7 @@ from kepitfalls.methods import method_class
 from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.metrics.records import Evaluation, by_metric, statistic
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.suites import suite_module
 from kepitfalls.suites.common import EditCase, applied, chain, check_cases, load_pre, load_records, save_pre
 
@@ -102,7 +103,9 @@ def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, ou
     index: dict[str, dict[str, Any]] = {}
     deltas: dict[str, Delta] = {}
     seconds: list[float] = []
-    for case_id, case in cases.items():
+    stored = sum(store.has(key) for key in keys.values())
+    print(f"edit {method_name} on {suite}: {stored} of {len(keys)} deltas already stored, reused", file=sys.stderr)
+    for case_id, case in progress(cases.items(), f"edit {method_name} on {suite}", lambda item: item[0]):
         key = keys[case_id]
         stored = store.reuse(key)
         if stored is not None:

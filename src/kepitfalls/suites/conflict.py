@@ -24,6 +24,7 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 
@@ -206,5 +207,5 @@ def _item_scores(lm: LoadedModel, item: ConflictItem, deltas: dict[str, Delta], 
 def evaluate(lm: LoadedModel, items: list[ConflictItem], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
     """Score each record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between; summarise, with
     the per-record rows."""
-    cases = [_item_scores(lm, item, deltas, pre) for item in items]
+    cases = [_item_scores(lm, item, deltas, pre) for item in progress(items, "evaluate conflict", lambda i: i.case_prefix)]
     return Evaluation(conflict_metrics(cases), conflict_records(cases, [item.case_prefix for item in items]))

@@ -19,6 +19,7 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, counterfact_records, kl_divergence
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
@@ -82,7 +83,7 @@ def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) 
 def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
     """Edit, score and revert each case in turn; summarise, with the per-case rows."""
     cases = []
-    for record in records:
+    for record in progress(records, "evaluate counterfact", lambda r: str(r.case_id)):
         with applied(lm, deltas, [str(record.case_id)]):
             cases.append(_case_scores(lm, record, pre.tensors[str(record.case_id)]))
     vocab_size, ids = lm.model.config.vocab_size, [str(r.case_id) for r in records]

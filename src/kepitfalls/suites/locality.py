@@ -38,6 +38,7 @@ from kepitfalls.metrics.locality import (
 )
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
 from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -191,7 +192,7 @@ def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: dict[str, D
     """Edit, score and revert each OA/DN record in turn; OA, DN, OT, OT_pre, OT_ratio, with per-edit rows."""
     piqa = _piqa(records)
     edits = []
-    for record in _edited(records):
+    for record in progress(_edited(records), "evaluate locality", lambda r: r.key):
         with applied(lm, deltas, [record.key]):
             edits.append(_edit_scores(lm, record, pre.tensors[record.key], piqa))
     ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], [item.label for item in piqa])

@@ -30,6 +30,7 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, mquake_records, multi_hop, question_records
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import greedy_generate, prompt_ids
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
@@ -222,7 +223,7 @@ def pre_scores(lm: LoadedModel, records: list[MquakeCase]) -> PreScores:
     of matching re-runs evaluation but never this stage.
     """
     dropped, generations = 0, {}
-    for case in records:
+    for case in progress(records, "pre mquake", lambda c: str(c.record.case_id)):
         p = _prompts(lm, case)
         dropped += p.dropped
         generations[str(case.record.case_id)] = _generate(lm, p.questions, case.max_new_tokens)
@@ -242,7 +243,7 @@ def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta
     """Apply each instance's delta, generate every answer, revert; summarise, with the unedited MH_pre and the
     per-instance rows."""
     instances = []
-    for case in records:
+    for case in progress(records, "evaluate mquake", lambda c: str(c.record.case_id)):
         with applied(lm, deltas, [str(case.record.case_id)]):
             instances.append(_instance_scores(lm, case))
     unedited = _unedited_attempts(records, pre)

@@ -27,6 +27,7 @@ from kepitfalls.metrics.portability import (
 )
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -130,7 +131,7 @@ def pre_scores(lm: LoadedModel, records: list[PortabilityCase]) -> PreScores:
 def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
     """Edit, score and revert each record in turn; SR/RR/OH (TokAcc), *_em, and the unedited *_pre, with per-record rows."""
     post = []
-    for record in records:
+    for record in progress(records, "evaluate portability", lambda r: r.case_id):
         with applied(lm, deltas, [record.case_id]):
             post.append(_record_scores(record, _raw_scores(lm, record)))
     unedited = [_record_scores(r, pre.values[r.case_id]) for r in records]

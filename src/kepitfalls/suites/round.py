@@ -23,6 +23,7 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 
@@ -155,5 +156,5 @@ def _item_scores(lm: LoadedModel, item: RoundItem, deltas: dict[str, Delta], pre
 
 def evaluate(lm: LoadedModel, items: list[RoundItem], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
     """Score each record on θ2 then θ1, reverting in between; summarise pooled and per kind, with per-record rows."""
-    cases = [_item_scores(lm, item, deltas, pre) for item in items]
+    cases = [_item_scores(lm, item, deltas, pre) for item in progress(items, "evaluate round", lambda i: i.case_prefix)]
     return Evaluation(round_metrics(cases), round_records(cases, [item.case_prefix for item in items]))
