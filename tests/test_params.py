@@ -55,7 +55,8 @@ def test_project_params_validate() -> None:
         (lambda p: p["suites"].pop("round"), r"report\.suites: round has no suites\.round block"),
         (lambda p: p["methods"]["FT"].pop("smollm2-135m"), r"methods\.FT\.smollm2-135m: missing"),
         (lambda p: p["templates"]["MEMIT"].update({"recipe": [[10, 4]]}), r"templates\.MEMIT: recipe entry \[10, 4\] yields no template"),
-        (lambda p: p.update({"model": "gpt-5"}), r"model: Input should be .*got 'gpt-5'"),
+        (lambda p: p.update({"model": "gpt-5"}), r"model: .*unknown model 'gpt-5': not a named model .*a hub id \(org/name\)"),
+        (lambda p: p.update({"model": "EleutherAI/gpt-j-6b"}), r"methods\.ROME\.EleutherAI/gpt-j-6b: missing"),
     ],
 )
 def test_invalid_params_stop_naming_the_key(tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str) -> None:

@@ -97,10 +97,13 @@ def edit(method: str, prompt: str, subject: str, target_new: str, target_true: s
 
 
 @main.command("materialize")
-@click.argument("name", type=click.Choice(sorted(MODELS)))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="default: models/<name>")
+@click.argument("name")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="default: models/<key>")
 def materialize_command(name: str, out: Path | None) -> None:
-    """Convert a named model to float safetensors + tokenizer (what the `model` stage does)."""
+    """Convert a model to float safetensors + tokenizer (what the `model` stage does).
+
+    NAME: a named model (`kepitfalls models`), a Hugging Face hub id (org/name) or a local directory (./dir).
+    """
     from kepitfalls import layout
     from kepitfalls.models.materialize import materialize
 

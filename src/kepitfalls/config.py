@@ -9,18 +9,30 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, create_model, model_validator
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from kepitfalls.methods import SUPPORTED as METHODS, method_class
 from kepitfalls.methods.base import Hparams
-from kepitfalls.models.registry import MODELS, get_spec
+from kepitfalls.models.registry import known_depth, model_key
 from kepitfalls.report.settings import ReportOptions
 from kepitfalls.schema import LAYER, Section, Seed
 from kepitfalls.suites import SUPPORTED as SUITES, suite_module
 from kepitfalls.suites.common import SuiteConfig
 
-ModelName = Literal[tuple(MODELS)]
+
+def _model(value: str) -> str:
+    try:
+        model_key(value)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+    return value
+
+
+#: A named model, a hub id or a local directory (`kepitfalls.models.registry`).
+ModelName = Annotated[str, AfterValidator(_model)]
+#: What `methods.<METHOD>` blocks are keyed by: `registry.model_key` (a hub id as it is, a directory's name).
+ModelKey = str
 MethodName = Literal[tuple(METHODS)]
 SuiteName = Literal[tuple(SUITES)]
 
@@ -93,9 +105,9 @@ class Report(ReportOptions):
     methods: Annotated[list[MethodName], Field(min_length=1)]
 
 
-#: `methods.<METHOD>`: per model, the method's own schema.
+#: `methods.<METHOD>`: per model key, the method's own schema.
 Methods = create_model(
-    "Methods", __base__=Section, **{name: (dict[ModelName, method_class(name).hparams_type], ...) for name in METHODS}
+    "Methods", __base__=Section, **{name: (dict[ModelKey, method_class(name).hparams_type], ...) for name in METHODS}
 )
 #: `templates.<METHOD>`: every method's context-template recipe.
 Templates = create_model("Templates", __base__=Section, **{name: (TemplateRecipe, ...) for name in METHODS})
@@ -118,14 +130,19 @@ class Params(Section):
     methods: Methods
     report: Report
 
+    @property
+    def model_key(self) -> str:
+        """The current model's key in `methods.<METHOD>` and under models/ (`registry.model_key`)."""
+        return model_key(self.model)
+
     def hparams(self, method: str) -> Hparams:
         """The method's hyper-parameters for the current model."""
         if method not in METHODS:
             raise KeyError(f"unknown method {method!r}; params.yaml has: {', '.join(METHODS)}")
         per_model = getattr(self.methods, method)
-        if self.model not in per_model:
-            raise KeyError(f"params.yaml has no methods.{method}.{self.model} hyper-parameters")
-        return per_model[self.model]
+        if self.model_key not in per_model:
+            raise KeyError(f"params.yaml has no methods.{method}.{self.model_key} hyper-parameters")
+        return per_model[self.model_key]
 
     def suite(self, name: str) -> SuiteConfig:
         """The suite's `suites.<name>` block."""
@@ -147,10 +164,10 @@ class Params(Section):
     def _layer_problems(self) -> list[str]:
         """Every layer index within the depth of the model it is for."""
         sections = [(f"methods.{m}.{model}", model, h) for m in METHODS for model, h in getattr(self.methods, m).items()]
-        sections.append(("stats", self.model, self.stats))
+        sections.append(("stats", self.model_key, self.stats))
         problems = []
         for where, model, section in sections:
-            depth = get_spec(model).num_layers
+            depth = known_depth(model)
             for name, values in section.layer_indices().items():
                 problems.extend(
                     f"{where}.{name}: layer {value} does not exist in {model}: expected 0..{depth - 1} "
@@ -163,12 +180,13 @@ class Params(Section):
     def _stats_problems(self) -> list[str]:
         """Every method the report runs has hyper-parameters for the model, and statistics for its layers."""
         problems = []
+        key = self.model_key
         for method in self.report.methods:
             per_model = getattr(self.methods, method)
-            if self.model not in per_model:
-                problems.append(f"methods.{method}.{self.model}: missing (report.methods runs {method} on {self.model})")
+            if key not in per_model:
+                problems.append(f"methods.{method}.{key}: missing (report.methods runs {method} on {self.model})")
                 continue
-            missing = sorted(set(per_model[self.model].stats_layers()) - set(self.stats.layers))
+            missing = sorted(set(per_model[key].stats_layers()) - set(self.stats.layers))
             if missing:
-                problems.append(f"stats.layers: missing {missing}, which methods.{method}.{self.model} reads (mom2_adjustment)")
+                problems.append(f"stats.layers: missing {missing}, which methods.{method}.{key} reads (mom2_adjustment)")
         return problems

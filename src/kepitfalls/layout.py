@@ -1,14 +1,18 @@
-"""Where every stage reads and writes, relative to the project root (one place, so stages agree)."""
+"""Where every stage reads and writes, relative to the project root (one place, so stages agree).
+
+A model's files go under its key (`registry.model_key`: a hub id as it is, a local directory's name).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from kepitfalls.models.registry import model_key
 from kepitfalls.params import PROJECT_ROOT
 
 
 def model_dir(model: str) -> Path:
-    return PROJECT_ROOT / "models" / model
+    return PROJECT_ROOT / "models" / model_key(model)
 
 
 def raw_root() -> Path:
@@ -24,15 +28,15 @@ def pre_dir(suite: str) -> Path:
 
 
 def templates_file(model: str, method: str) -> Path:
-    return PROJECT_ROOT / "artifacts" / "templates" / model / f"{method}.json"
+    return PROJECT_ROOT / "artifacts" / "templates" / model_key(model) / f"{method}.json"
 
 
 def corpus_file(model: str) -> Path:
-    return PROJECT_ROOT / "artifacts" / "corpus" / f"{model}.safetensors"
+    return PROJECT_ROOT / "artifacts" / "corpus" / f"{model_key(model)}.safetensors"
 
 
 def stats_dir(model: str) -> Path:
-    return PROJECT_ROOT / "artifacts" / "stats" / model
+    return PROJECT_ROOT / "artifacts" / "stats" / model_key(model)
 
 
 def deltas_dir(method: str, suite: str) -> Path:

@@ -47,8 +47,9 @@ def load_model(model_dir: Path | str, device: str | None = None, model_dtype: st
     """
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
-    spec = get_spec(manifest["name"])
-    wanted = resolve_spec(spec.name, model_dtype).dtype
+    source = manifest.get("path") or manifest["name"]  # a local model's spec is found again by its path
+    spec = get_spec(source)
+    wanted = resolve_spec(source, model_dtype).dtype
     if manifest["dtype"] != wanted:
         raise ValueError(
             f"{model_dir} holds {manifest['dtype']} weights but params model_dtype asks for {wanted}; "

