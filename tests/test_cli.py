@@ -80,3 +80,12 @@ def test_edit_refuses_a_request_no_method_can_make(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*EDIT[:4], "{} is in", "--subject", " ", "--target", "Rome"])
     assert result.exit_code == 2
     assert "subject ' ' is empty" in result.output
+
+
+def test_edit_names_what_is_missing_and_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _tiny_project(tmp_path)
+    (root / "artifacts" / "templates" / "tiny-llama" / "ROME.json").unlink()
+    monkeypatch.setattr(layout, "PROJECT_ROOT", root)
+    result = CliRunner().invoke(main, [*EDIT, "--params", str(root / "params.yaml")])
+    assert isinstance(result.exception, FileNotFoundError)
+    assert "ROME.json" in str(result.exception) and "dvc repro model templates@ROME" in str(result.exception)
