@@ -1,6 +1,5 @@
 """DVC stage `evaluate@<METHOD>-<suite>`: the suite's metrics for the stored deltas, as a flat JSON, with the
-per-record scores behind them (JSON Lines), how many records each metric rests on, and the protocol the report
-prints (so the report reads files only).
+per-record scores behind them (JSON Lines) and the protocol the report prints (so the report reads files only).
 
 Usage: python stages/evaluate.py <METHOD> <suite>
 """
@@ -11,7 +10,7 @@ import sys
 
 from kepitfalls import layout
 from kepitfalls.atomic import write_json, write_jsonl
-from kepitfalls.editing import evaluate_suite, protocol, record_counts
+from kepitfalls.editing import evaluate_suite, protocol
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model
 
@@ -22,7 +21,6 @@ if __name__ == "__main__":
     configure(params)
     evaluation = evaluate_suite(load_current_model(params), params, method, suite, layout.deltas_dir(method, suite))
     write_json(layout.metrics_file(method, suite), evaluation.metrics)
-    write_json(layout.counts_file(method, suite), record_counts(evaluation))
     write_jsonl(layout.records_file(method, suite), evaluation.records)
     write_json(layout.protocol_file(method, suite), protocol(params, method, suite, evaluation))
     print(evaluation.metrics)

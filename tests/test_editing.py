@@ -87,19 +87,6 @@ def test_current_deltas_load_for_evaluation(tiny_gptj_lm: LoadedModel, suite_on_
     assert set(editing.load_deltas(out, expected)) == {"1", "2"}
 
 
-def test_metrics_hold_values_only_and_the_counts_come_apart(
-    tiny_gptj_lm: LoadedModel, suite_on_disk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = suite_on_disk([record(1), record(2)])
-    monkeypatch.setattr(layout, "pre_dir", lambda suite: tmp_path / "pre")
-    editing.edit_suite(tiny_gptj_lm, None, "FT", SUITE, out)
-    editing.compute_pre(tiny_gptj_lm, SUITE, tmp_path / "pre")
-    evaluation = editing.evaluate_suite(tiny_gptj_lm, None, "FT", SUITE, out)
-    counts = editing.record_counts(evaluation)
-    assert not [name for name in evaluation.metrics if name.endswith("_n")]
-    assert counts["ES"] == counts["NS"] == 2 and set(counts) <= set(evaluation.metrics)
-
-
 @pytest.mark.parametrize("damage", [b"", b"\x08\x00\x00"], ids=["empty", "truncated"])
 def test_a_corrupt_delta_is_named_then_recomputed(
     tiny_gptj_lm: LoadedModel, suite_on_disk, damage: bytes, capsys: pytest.CaptureFixture[str]

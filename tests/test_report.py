@@ -26,6 +26,7 @@ NS = {"ROME": [100.0] * 10 + [50.0, 100.0], "MEMIT": [100.0] * 11 + [50.0], "FT"
 
 def _write_group(root: Path, method: str, suite: str, rows: list[dict], model: str = "smollm2-135m") -> None:
     metrics = {name: statistic(r) for name, r in by_metric(rows).items()}
+    metrics.update({f"{name}_n": float(len(r)) for name, r in by_metric(rows).items()})
     write_json(root / method / f"{suite}.json", metrics)
     write_jsonl(root / method / f"{suite}.records.jsonl", rows)
     write_json(root / method / f"{suite}.protocol.json", {

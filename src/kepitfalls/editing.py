@@ -158,7 +158,7 @@ def _rounded(value: float) -> float:
 
 def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
-    with the per-record rows behind them (`record_counts` says how many).
+    with `<name>_n` (records) for every metric that has per-record rows, and those rows.
 
     Refuses deltas whose keys are not those the current method, hyper-parameters and requests give. A
     metric whose rows do not reproduce it is an error: intervals computed from them would describe another
@@ -172,13 +172,8 @@ def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str
     for name, rows in by_metric(result.records).items():
         if name not in metrics or not math.isclose(statistic(rows), result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):
             raise ValueError(f"{suite}: the per-record rows of {name} give {statistic(rows)}, the metric is {result.metrics.get(name)}")
+        metrics[f"{name}_n"] = float(len(rows))
     return Evaluation(metrics, result.records)
-
-
-def record_counts(evaluation: Evaluation) -> dict[str, int]:
-    """How many records each metric rests on: a file of its own beside the metrics (`layout.counts_file`), so
-    that `dvc metrics show` lists the values only, at half the width, while a change of n still shows in git."""
-    return {name: len(rows) for name, rows in by_metric(evaluation.records).items()}
 
 
 def protocol(params: Params, method_name: str, suite: str, evaluation: Evaluation) -> dict[str, Any]:

@@ -58,11 +58,6 @@ def records_file(method: str, suite: str) -> Path:
     return PROJECT_ROOT / "metrics" / method / f"{suite}.records.jsonl"
 
 
-def counts_file(method: str, suite: str) -> Path:
-    """How many records each metric of `metrics_file` rests on (not a DVC metric: it would double the table)."""
-    return PROJECT_ROOT / "metrics" / method / f"{suite}.n.json"
-
-
 def protocol_file(method: str, suite: str) -> Path:
     """What the metrics were measured on and how (the report's only source of protocol text)."""
     return PROJECT_ROOT / "metrics" / method / f"{suite}.protocol.json"
