@@ -1,6 +1,8 @@
-"""Copy the rendered tables (reports/*.md) into README.md between its results markers.
+"""Refresh README.md's results section (between its markers) from the rendered reports.
 
-Run after `dvc repro`, before committing, so the README shows the current tables.
+The README keeps a short summary — what ran, links to the full tables in reports/, and the findings table —
+because the tables themselves (every cell with its interval and n) are too wide to read there.
+Run after `dvc repro`, before committing.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def main() -> None:
     readme = PROJECT_ROOT / "README.md"
-    sections = []
-    for table in TABLES:
-        text = (PROJECT_ROOT / "reports" / f"{table.name}.md").read_text(encoding="utf-8")
-        sections.append(re.sub(r"^# ", "### ", text, count=1, flags=re.M))
+    reports = PROJECT_ROOT / "reports"
+    links = [f"- [{table.title}](reports/{table.name}.md) ([LaTeX](reports/{table.name}.tex), [CSV](reports/{table.name}.csv))"
+             for table in TABLES]
+    findings = (reports / "findings.md").read_text(encoding="utf-8")
+    findings = re.sub(r"^# .*\n", "", findings, count=1).split("\nSources")[0].strip()
+    section = "\n".join(["", "Full tables, every cell as `value [95% interval] n=records` beside the survey's number:", "",
+                         *links, "", "### Survey findings, tested ([reports/findings.md](reports/findings.md))", "",
+                         findings, ""])
     body = readme.read_text(encoding="utf-8")
     start, stop = body.index(BEGIN) + len(BEGIN), body.index(END)
-    readme.write_text(body[:start] + "\n" + "\n".join(sections) + body[stop:], encoding="utf-8")
+    readme.write_text(body[:start] + section + body[stop:], encoding="utf-8")
 
 
 if __name__ == "__main__":

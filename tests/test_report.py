@@ -131,3 +131,14 @@ def test_report_imports_no_model_method_or_suite_code(project: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_finding_needs_min_n_shared_records_to_be_decided() -> None:
+    from kepitfalls.report.findings import Claim, verdict
+    from kepitfalls.stats.intervals import Interval
+
+    claim = Claim(id="x", claim="a above b", source="s", quoted=False, suite="locality", metric="DN", a="MEMIT",
+                  relation="above", b="ROME")
+    assert verdict(claim, Interval(40.0, 40.0, 40.0, 1), min_n=10).startswith("undecided at n = 1 (below report.min_n")
+    assert verdict(claim, Interval(40.0, 20.0, 60.0, 10), min_n=10) == "supported"
+    assert verdict(claim, Interval(-40.0, -60.0, -20.0, 12), min_n=10) == "contradicted"

@@ -56,11 +56,16 @@ def load(path: Path) -> list[Claim]:
     return claims
 
 
-def verdict(claim: Claim, difference: Interval) -> str:
-    """Supported or contradicted where the interval excludes 0 (in the claimed direction or against it)."""
+def verdict(claim: Claim, difference: Interval, min_n: int) -> str:
+    """Supported or contradicted where the interval excludes 0 (in the claimed direction or against it) and
+    rests on at least `min_n` shared records: a bootstrap over one to a few records gives a degenerate or
+    far too narrow interval, so below `report.min_n` a claim stays undecided whatever its interval says."""
     sign = 1 if claim.relation == "above" else -1
-    if difference.excludes_zero():
+    if difference.excludes_zero() and difference.n >= min_n:
         return "supported" if sign * difference.value > 0 else "contradicted"
+    if difference.excludes_zero():
+        leaning = "for" if sign * difference.value > 0 else "against"
+        return f"undecided at n = {difference.n} (below report.min_n = {min_n}; the interval leans {leaning} the claim)"
     needed = separating_n(difference)
     return f"undecided at n = {difference.n}" + (f" (the observed difference would separate at n ≈ {needed})" if needed else "")
 
@@ -74,7 +79,7 @@ def evaluate(claims: list[Claim], metrics_root: Path, options: ReportOptions) ->
             results.append(Result(claim, None, f"not tested: no {claim.suite} {claim.metric} records for {', '.join(missing)}"))
             continue
         difference = paired_difference(rows[0], rows[1], options.bootstrap.resamples, options.bootstrap.seed)
-        results.append(Result(claim, difference, verdict(claim, difference)))
+        results.append(Result(claim, difference, verdict(claim, difference, options.min_n)))
     return results
 
 
@@ -88,7 +93,8 @@ def to_markdown(results: list[Result], model: str) -> str:
         "# Survey findings, tested", "",
         f"Each claim of the survey (Hsueh et al. 2024, section 4.2) that this run can test, on model {model}: the paired "
         "difference a − b of the metric on the records both methods were evaluated on, its 95% paired-bootstrap "
-        "interval, and the verdict (supported or contradicted where the interval excludes 0).", "",
+        "interval, and the verdict (supported or contradicted where the interval excludes 0 and rests on at least "
+        "`report.min_n` shared records; undecided otherwise).", "",
         "| " + " | ".join(["id", "claim", "metric", "a − b", "95% interval", "n", "verdict"]) + " |", "|" + "---|" * 7,
     ]
     for r in results:
