@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -32,6 +33,9 @@ SMALL = {
     ("stats", "corpus", "tokens"): 768,
     ("stats", "corpus", "length"): 48,
     ("stats", "corpus", "batch_size"): 16,
+    # what the CounterFact suite and the statistics read (every benchmark's fetch from the mirror is a unit
+    # test in test_download.py; each further download stage here would cost a process start)
+    ("data", "benchmarks"): {"easyedit_portability": {"include_optional": False}, "wikitext2": {"include_optional": False}},
 }
 
 
@@ -81,6 +85,30 @@ def repro_stages(cwd: Path) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
+#: What a test that changes params or code may change in the workspace (besides DVC's cache).
+MUTABLE = ("params.yaml", "dvc.lock", "src", "data/suites", "data/pre", "artifacts/deltas", "metrics", "reports")
+
+
+@contextmanager
+def restored(workspace: Path, scratch: Path) -> Iterator[None]:
+    """Run a block that changes the workspace, then put back every file it may have changed, byte for byte,
+    and check that DVC finds the pipeline up to date again: a copy, not a second `dvc repro` (which re-runs
+    every stage whose outputs are persisted or uncached, minutes per test)."""
+    saved = scratch / "saved"
+    for name in MUTABLE:
+        source = workspace / name
+        (saved / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, saved / name)
+    try:
+        yield
+    finally:
+        for name in MUTABLE:
+            target = workspace / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            (shutil.copytree if (saved / name).is_dir() else shutil.copy2)(saved / name, target)
+        assert repro_stages(workspace) == set()
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory, data_mirror: Path) -> Path:
     root = tmp_path_factory.mktemp("workspace")
@@ -105,10 +133,10 @@ def test_model_stage_converts_smollm2_with_the_right_tokenizer(workspace: Path) 
     assert "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" in manifest["identity"]
 
 
-def test_every_benchmark_is_downloaded_from_the_mirror(workspace: Path, data_mirror: Path) -> None:
-    from kepitfalls.data.registry import benchmark_names
-
-    for name in benchmark_names():
+def test_every_configured_benchmark_is_downloaded_from_the_mirror(workspace: Path, data_mirror: Path) -> None:
+    configured = yaml.safe_load((workspace / "params.yaml").read_text())["data"]["benchmarks"]
+    assert set(configured) == {"easyedit_portability", "wikitext2"}
+    for name in configured:
         manifest = json.loads((workspace / "data" / "raw" / name / "MANIFEST.json").read_text())
         assert manifest["files"], name
         for entry in manifest["files"]:
@@ -162,25 +190,18 @@ def test_recomputed_artifacts_are_byte_identical(workspace: Path) -> None:
     assert repro_stages(workspace) == set()
 
 
-def test_changing_rome_params_reruns_only_rome_cells(workspace: Path) -> None:
-    params = workspace / "params.yaml"
-    original = params.read_text()
-    try:
-        set_params(params, {("methods", "ROME", "smollm2-135m", "v_lr"): 0.4})
+def test_changing_rome_params_reruns_only_rome_cells(workspace: Path, tmp_path: Path) -> None:
+    with restored(workspace, tmp_path):
+        set_params(workspace / "params.yaml", {("methods", "ROME", "smollm2-135m", "v_lr"): 0.4})
         # The report re-runs only if the metrics changed; nothing of FT, selection or the model re-runs.
         assert repro_stages(workspace) - {"report"} == {"edit@ROME-counterfact", "evaluate@ROME-counterfact"}
-    finally:
-        params.write_text(original)
-        repro_stages(workspace)
 
 
-def test_growing_a_subset_computes_only_the_new_edits(workspace: Path) -> None:
+def test_growing_a_subset_computes_only_the_new_edits(workspace: Path, tmp_path: Path) -> None:
     """A subset size is one parameter away: DVC re-selects (its run-cache never hands back the old subset,
     see params.RUN_CACHE_BLIND_KEYS) and the persisted deltas of the cases already edited are reused."""
-    params = workspace / "params.yaml"
-    original = params.read_text()
-    try:
-        set_params(params, {("suites", "counterfact", "subset_size"): 3})
+    with restored(workspace, tmp_path):
+        set_params(workspace / "params.yaml", {("suites", "counterfact", "subset_size"): 3})
         output = run(["dvc", "repro"], workspace).stdout
         ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
         assert {"select@counterfact", "pre@counterfact"} | {f"edit@{m}-counterfact" for m in METHODS} <= ran
@@ -189,22 +210,15 @@ def test_growing_a_subset_computes_only_the_new_edits(workspace: Path) -> None:
         for method in METHODS:
             assert f"{method} on counterfact: 1 computed, 2 reused" in output
             assert json.loads((workspace / "metrics" / method / "counterfact.json").read_text())["cases"] == 3
-    finally:
-        params.write_text(original)
-        repro_stages(workspace)
 
 
-def test_changing_metric_code_reruns_only_evaluation(workspace: Path) -> None:
+def test_changing_metric_code_reruns_only_evaluation(workspace: Path, tmp_path: Path) -> None:
     module = workspace / "src" / "kepitfalls" / "metrics" / "counterfact.py"
-    original = module.read_text()
-    try:
-        module.write_text(original + "\n# a change\n")
+    with restored(workspace, tmp_path):
+        module.write_text(module.read_text() + "\n# a change\n")
         # Pre-edit scores hold raw outputs only (matching is metric code), so neither pre@, edit@, select@
         # nor the model stage runs.
         assert repro_stages(workspace) - {"report"} == {f"evaluate@{m}-counterfact" for m in METHODS}
-    finally:
-        module.write_text(original)
-        repro_stages(workspace)
 
 
 def test_deltas_travel_through_a_real_dvc_remote(workspace: Path, tmp_path: Path) -> None:
