@@ -19,8 +19,7 @@ if __name__ == "__main__":
     configure(params)
     settings = getattr(params.templates, method)
     lm = load_current_model(params)
-    recipe = [(int(length), int(count)) for length, count in settings.recipe]
-    groups = generate_template_groups(lm, list(settings.prompts), recipe, seed=settings.seed, top_k=settings.top_k)
+    groups = generate_template_groups(lm, list(settings.prompts), list(settings.recipe), seed=settings.seed, top_k=settings.top_k)
     payload = {"model": lm.identity, "settings": settings.model_dump(mode="json"), "groups": groups}
     write_json(layout.templates_file(params.model, method), payload)
     print(f"{method}: {sum(map(len, groups))} templates in {len(groups)} groups")
