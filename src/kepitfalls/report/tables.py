@@ -37,8 +37,13 @@ class Table:
     survey_file: str | None = None  # under reference/
 
 
-#: Rows by method: our cell per column label, and the survey's number as printed ("" where it has none).
+#: Rows by method: our cell per column label, and the survey's number as printed ("" where the column has
+#: no survey counterpart, NO_SURVEY_ROW where the survey has no row for the method).
 Frame = dict[str, dict[str, tuple[Cell, str]]]
+
+
+#: The survey's cell for a method it does not report (MEND_untrained, GRACE): never a made-up value.
+NO_SURVEY_ROW = "—"
 
 
 def load_survey(table: Table, reference_dir: Path) -> dict[str, dict[str, str]]:
@@ -54,11 +59,17 @@ def build(table: Table, metrics_root: Path, reference_dir: Path, options: Report
     survey = load_survey(table, reference_dir)
     return {
         method: {
-            c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), survey.get(method, {}).get(c.survey, "") if c.survey else "")
+            c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), _published(survey, method, c.survey))
             for c in table.columns
         }
         for method in dict.fromkeys([*options.methods, *survey])
     }
+
+
+def _published(survey: dict[str, dict[str, str]], method: str, column: str | None) -> str:
+    if not column:
+        return ""
+    return survey[method].get(column, "") if method in survey else NO_SURVEY_ROW
 
 
 def cell_text(cell: Cell) -> str:
