@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from fixtures_models import build_tiny, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
+from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
@@ -131,10 +131,10 @@ def _record(index: int, row: dict):
                       row["loc"], row["loc_ans"])
 
 
-@pytest.mark.parametrize("name", ["tiny-gptj", "tiny-llama"])
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize(("name", "dtype"), [(n, d) for n in ("tiny-gptj", "tiny-llama") for d in ("float32", "float16")]
+                         + [("tiny-gpt2", "float32")])  # GPT-2: Conv1D weights, full passes (no residual restart)
 def test_chain_reverts_bit_exact(name: str, dtype: str, zsre_dir: Path, tmp_path: Path) -> None:
-    lm = build_tiny(name, dtype=dtype)
+    lm = build_tiny_gpt2() if name == "tiny-gpt2" else build_tiny(name, dtype=dtype)
     method, _ = prepared(MEND, lm, tmp_path, train_steps=6)
     requests = [EditRequest("Where is {}?", s, t) for s, t in [("Berlin", "Tokyo"), ("Paris", "Rome"), ("Apple", "Spain")]]
     before = snapshot(lm.model)
@@ -150,6 +150,14 @@ def test_chain_reverts_bit_exact(name: str, dtype: str, zsre_dir: Path, tmp_path
     assert any(not torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
     delta.revert(lm.model)
     assert all(torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
+
+
+def test_an_editor_from_other_code_is_refused(zsre_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = build_tiny("tiny-llama")
+    method, _ = prepared(MEND, lm, tmp_path, train_steps=2)
+    monkeypatch.setattr(mend_module, "code_hash", lambda: "changed")
+    with pytest.raises(ValueError, match=r"trained by other MEND code .* prepare@MEND"):
+        method.edit(lm, [EditRequest("Where is {}?", "Berlin", "Tokyo")])
 
 
 def test_missing_editor_names_the_stage() -> None:

@@ -16,6 +16,7 @@ its statistics frozen and stores ΔW = edit_lr · Σ_t δ̃_t x̃_tᵀ exactly, 
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
@@ -64,6 +65,15 @@ class MENDHparams(Hparams):
     val_records: PositiveInt
 
 
+def code_hash() -> str:
+    """sha256 over this module and its helpers, recorded in the editor and checked before it edits: the
+    delta keys' code fingerprint and the stages' dependencies name only a method's own module."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], mend_net, mend_edit, mend_train):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def describe(hparams: MENDHparams) -> str:
     """One sentence on how long the editor trained, for table footnotes."""
     return f"MEND editor trained for {hparams.train_steps} edits on the zsRE training file (the reference: up to 100,000)"
@@ -90,9 +100,8 @@ class MEND(EditMethod):
         return Path(method_dir) / EDITOR_FILE
 
     def upstream_files(self) -> list[Path]:
-        """The editor, and the modules that compute the deltas besides the one the code fingerprint covers
-        (a subclass's own): this one and its helpers."""
-        return [self.editor_file, *(Path(module.__file__) for module in (sys.modules[__name__], mend_net, mend_edit, mend_train))]
+        """The editor; it records the hash of the code that trained it and computes the deltas (`code_hash`)."""
+        return [self.editor_file]
 
     def prepare(self, lm: LoadedModel, params: "Params", out_dir: Path) -> dict[str, float | int | str]:
         """Train the editor (or, for the control, only gather its statistics) and validate it."""
@@ -111,12 +120,14 @@ class MEND(EditMethod):
         metrics.update(mend_train.validate(lm, editor, modules, start, val))
         metrics["editor_parameters"] = sum(p.numel() for p in editor.parameters())
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_editor(out_dir / EDITOR_FILE, editor, hp.rank, hp.n_hidden, {"model": lm.identity, "trained": self.trains})
+        save_editor(out_dir / EDITOR_FILE, editor, hp.rank, hp.n_hidden, {"model": lm.identity, "trained": self.trains, "code": code_hash()})
         return metrics
 
     @functools.cached_property
     def editor(self) -> MendEditor:
-        editor, _ = load_editor(self.editor_file)
+        editor, metadata = load_editor(self.editor_file)
+        if metadata.get("code") != code_hash():
+            raise ValueError(f"{self.editor_file} was trained by other MEND code than this: run `dvc repro prepare@{self.name}`")
         return editor
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:

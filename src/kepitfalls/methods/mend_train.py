@@ -115,7 +115,7 @@ def fit(lm: LoadedModel, editor: MendEditor, modules: list[str], start: int, tra
     optimiser = torch.optim.Adam(editor.hyper_parameters(), lr=settings.lr)
     lr_optimiser = torch.optim.Adam([editor.edit_lrs], lr=settings.lr_lr)
     started = time.perf_counter()
-    last_loss = math.nan
+    last_loss: dict[str, float] = {}
     for step, index in progress(list(enumerate(order)), "MEND training" if optimise else "MEND statistics", lambda item: str(item[0])):
         example = train[index]
         if not optimise:
@@ -126,7 +126,7 @@ def fit(lm: LoadedModel, editor: MendEditor, modules: list[str], start: int, tra
         if not torch.isfinite(loss):
             raise FloatingPointError(f"MEND training: non-finite loss {loss.item()} at step {step} (zsRE training record {example.record})")
         (loss / settings.accumulate_bs).backward()
-        last_loss = loss.item()
+        last_loss = {"train_last_loss": loss.item()}
         if (step + 1) % settings.accumulate_bs == 0:
             torch.nn.utils.clip_grad_norm_([*editor.hyper_parameters(), editor.edit_lrs], settings.grad_clip, error_if_nonfinite=True)
             optimiser.step()
@@ -140,7 +140,7 @@ def fit(lm: LoadedModel, editor: MendEditor, modules: list[str], start: int, tra
         "train_steps": len(order),
         "train_updates": len(order) // settings.accumulate_bs if optimise else 0,
         "train_seconds": time.perf_counter() - started,
-        "train_last_loss": last_loss,
+        **last_loss,
         **{f"edit_lr_{i}": float(lr) for i, lr in enumerate(editor.edit_lrs.tolist())},
     }
 
