@@ -94,10 +94,12 @@ class MEND(EditMethod):
 
     @property
     def editor_file(self) -> Path:
-        method_dir = getattr(self.artifacts, "method_dir", None)
-        if method_dir is None:
-            raise ValueError(f"{self.name} needs its trained editor: run `dvc repro prepare@{self.name}` first")
-        return Path(method_dir) / EDITOR_FILE
+        """The trained editor `prepare` wrote; a clear error naming the stage where it is missing."""
+        method_dir = self.artifacts.method_dir
+        path = None if method_dir is None else Path(method_dir) / EDITOR_FILE
+        if path is None or not path.is_file():
+            raise ValueError(f"{self.name} has no trained editor{f' at {path}' if path else ''}: run `dvc repro prepare@{self.name}` first")
+        return path
 
     def upstream_files(self) -> list[Path]:
         """The editor; it records the hash of the code that trained it and computes the deltas (`code_hash`)."""
@@ -127,7 +129,7 @@ class MEND(EditMethod):
     def editor(self) -> MendEditor:
         editor, metadata = load_editor(self.editor_file)
         if metadata.get("code") != code_hash():
-            raise ValueError(f"{self.editor_file} was trained by other MEND code than this: run `dvc repro prepare@{self.name}`")
+            raise ValueError(f"{self.editor_file} was trained by other MEND code than this: run `dvc repro prepare@{self.name}` (-f where DVC sees no change)")
         return editor
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:
