@@ -113,8 +113,7 @@ class MEND(EditMethod):
         modules = self.sites(lm)
         shapes = {m: tuple(reversed(linear_weight(lm.model, m).shape)) for m in modules}
         editor = MendEditor(shapes, hp.rank, hp.n_hidden, hp.edit_lr, seed=params.seed)
-        settings = mend_train.Settings(hp.train_steps, hp.lr, hp.lr_lr, hp.cedit, hp.cloc, hp.accumulate_bs, hp.grad_clip,
-                                       hp.val_records, params.seed)
+        settings = mend_train.Settings(hp.train_steps, hp.lr, hp.lr_lr, hp.cedit, hp.cloc, hp.accumulate_bs, hp.grad_clip, params.seed)
         train, val = mend_train.split(mend_train.examples(lm.tokenizer, load_zsre(layout.raw_root() / "zsre")), hp.val_records, params.seed)
         start = min(hp.layers)
         metrics: dict[str, float | int | str] = {"train_records": len(train), "val_records": len(val), "trained": int(self.trains)}

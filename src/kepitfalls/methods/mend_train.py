@@ -49,7 +49,6 @@ class Settings:
     cloc: float
     accumulate_bs: int
     grad_clip: float
-    val_records: int
     seed: int
 
 
