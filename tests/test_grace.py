@@ -157,3 +157,27 @@ def test_half_precision(name: str, dtype: str) -> None:
     assert torch.equal(next_token_logprobs(lm.model, lm.tokenizer, UNRELATED), pre_unrelated)
     chain.revert(lm.model)
     assert no_adaptor_left(lm) and changed_tensors(lm.model, before) == set()
+
+
+def test_counterfact_reports_installed_diagnostics_per_prompt_set() -> None:
+    """Diagnostics become `<quantity>_<set>` metrics, each the mean over cases of the case's prompt mean, with
+    rows that reproduce it; cases without components add nothing (other methods' metrics are unchanged)."""
+    from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, counterfact_records
+    from kepitfalls.metrics.records import by_metric, statistic
+
+    score = PromptScore(0.5, 0.1)
+    plain = CaseScores(rewrite=score, paraphrase=(score,), neighborhood=(score,))
+    assert set(counterfact_metrics([plain, plain])) == {"ES", "EM", "PS", "PM", "NS", "NM", "Score", "cases"}
+
+    cases = [
+        CaseScores(rewrite=score, paraphrase=(score, score), neighborhood=(score,),
+                   diagnostics={"codebook_hit_paraphrase": (100.0, 0.0), "codebook_distance_paraphrase": (0.5, 3.0)}),
+        CaseScores(rewrite=score, paraphrase=(score, score), neighborhood=(score,),
+                   diagnostics={"codebook_hit_paraphrase": (0.0, 0.0), "codebook_distance_paraphrase": (2.0, 4.0)}),
+    ]
+    metrics = counterfact_metrics(cases)
+    assert metrics["codebook_hit_paraphrase"] == pytest.approx(25.0)
+    assert metrics["codebook_distance_paraphrase"] == pytest.approx((1.75 + 3.0) / 2)
+    rows = by_metric(counterfact_records(cases, ["a", "b"]))
+    assert statistic(rows["codebook_hit_paraphrase"]) == pytest.approx(25.0)
+    assert rows["codebook_distance_paraphrase"][1]["prompts"] == [2.0, 4.0]
