@@ -181,3 +181,18 @@ def test_counterfact_reports_installed_diagnostics_per_prompt_set() -> None:
     rows = by_metric(counterfact_records(cases, ["a", "b"]))
     assert statistic(rows["codebook_hit_paraphrase"]) == pytest.approx(25.0)
     assert rows["codebook_distance_paraphrase"][1]["prompts"] == [2.0, 4.0]
+
+
+def test_a_conflict_on_the_same_prompt_splits_to_zero_radii() -> None:
+    """The same prompt with another label (distance 0): the reference's split leaves the older key a negative
+    radius and the new one radius 0, and the older key wins the tie, so the new value never fires and its
+    training stops at once; the delta still records both changes and reverts exactly."""
+    lm = sharp("tiny-gptj")
+    before = snapshot(lm.model)
+    chain = grace(EPS["tiny-gptj"], n_iter=5).edit(lm, [EDIT, EditRequest(EDIT.prompt, EDIT.subject, "Paris")])
+    second = chain.parts[1]
+    assert second.entry is not None and second.entry.eps == pytest.approx(0.0, abs=1e-6)
+    assert second.eps_changes[0][:2] == (0, EPS["tiny-gptj"]) and second.eps_changes[0][2] < 0
+    chain.apply(lm.model)
+    chain.revert(lm.model)
+    assert no_adaptor_left(lm) and changed_tensors(lm.model, before) == set()

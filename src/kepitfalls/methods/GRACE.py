@@ -116,7 +116,10 @@ class GRACE(EditMethod):
                 for _ in range(h.n_iter):
                     hidden = normed_hidden(lm, residual, batch, h.layer, depth)
                     loss = torch.nn.functional.cross_entropy(lm_head(hidden[0, columns]).float(), labels)
-                    (value.grad,) = torch.autograd.grad(loss, [value])
+                    (grad,) = torch.autograd.grad(loss, [value], allow_unused=True) if loss.requires_grad else (None,)
+                    if grad is None:  # the entry never fires here (an older key at the same distance wins the tie)
+                        break
+                    value.grad = grad
                     optimiser.step()
             return value.detach().cpu().clone()
         finally:
