@@ -196,3 +196,16 @@ def test_a_conflict_on_the_same_prompt_splits_to_zero_radii() -> None:
     chain.apply(lm.model)
     chain.revert(lm.model)
     assert no_adaptor_left(lm) and changed_tensors(lm.model, before) == set()
+
+
+def test_reverting_out_of_order_is_refused_and_changes_nothing() -> None:
+    lm = sharp("tiny-llama")
+    first, second = grace(EPS["tiny-llama"], n_iter=3).edit(lm, [EDIT, OTHER]).parts
+    first.apply(lm.model)
+    second.apply(lm.model)
+    with pytest.raises(RuntimeError, match="out of order"):
+        first.revert(lm.model)
+    assert len(codebook(lm).entries) == 2
+    second.revert(lm.model)
+    first.revert(lm.model)
+    assert no_adaptor_left(lm)

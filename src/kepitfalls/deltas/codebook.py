@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from kepitfalls.deltas.codecs import Delta
+from kepitfalls.deltas.codecs import Delta, _pop_applied, _push_applied
 from kepitfalls.models.adapters import get_module
 from kepitfalls.scoring.diagnostics import install, installed, uninstall
 
@@ -143,15 +143,15 @@ class CodebookDelta(Delta):
             self._added = Entry(self.entry.key, self.entry.value, self.entry.eps, self.entry.label)
             book.entries.append(self._added)
         self._book = book
+        _push_applied(model, self)
         self._saved = []
 
     def revert(self, model: nn.Module) -> None:
         book = self._book
         if not self.applied or book is None or Codebook.of(model, self.module) is not book:
             raise RuntimeError("codebook delta is not applied to this model")
+        _pop_applied(model, self)  # only the most recently applied delta, before anything changes
         if self._added is not None:
-            if not book.entries or book.entries[-1] is not self._added:
-                raise RuntimeError("codebook delta is not the most recently applied one")
             book.entries.pop()
         for index, (before, _) in self.value_changes.items():
             book.entries[index].value = before
