@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures_models import TINY_NAMES, build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
+from fixtures_models import TINY_NAMES, build_tiny, build_tiny_gpt2, changed_tensors, single_thread, snapshot  # noqa: F401
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codebook import Codebook, CodebookDelta
 from kepitfalls.deltas.codecs import ComposedDelta
@@ -209,3 +209,19 @@ def test_reverting_out_of_order_is_refused_and_changes_nothing() -> None:
     second.revert(lm.model)
     first.revert(lm.model)
     assert no_adaptor_left(lm)
+
+
+def test_gpt2_runs_the_whole_model_and_wraps_its_conv1d() -> None:
+    """GPT-2 (position embeddings: no restart from a cached residual; Conv1D weights): the edit still answers."""
+    lm = build_tiny_gpt2()
+    with torch.no_grad():
+        lm.model.lm_head.weight.mul_(16)  # tied to the embeddings: scales both, still a power of two
+    before = snapshot(lm.model)
+    method = GRACE(GRACEHparams(layer=0, site="mlp_out", n_iter=40, edit_lr=1.0, eps=0.01, val_init="warm",
+                                replacement="replace_last", eps_expand="coverage", seed=0))
+    delta = method.edit(lm, [EDIT])
+    delta.apply(lm.model)
+    post = teacher_forced(lm.model, lm.tokenizer, [EDIT.rewrite_prompt], [EDIT.target_new])[0]
+    delta.revert(lm.model)
+    assert post.token_accuracy == 1.0
+    assert changed_tensors(lm.model, before) == set() and INSTALLED_ATTRIBUTE not in lm.model.__dict__

@@ -10,7 +10,8 @@ cold values, replace_last, coverage). One edit:
   is trained further;
 - the value (cold: uniform [0, 1) from `seed`; warm: the module's output there) is trained for `n_iter`
   Adam steps at `edit_lr` on the mean NLL of the target tokens after the prompt, the codebook applied as
-  at inference. Only the blocks from the wrapped layer on are re-run, from the cached residual.
+  at inference from the prompt's last token on. Each step re-runs only those tokens, through the blocks
+  from the wrapped layer up (`SuffixStack`: the earlier tokens' residual and attention cached).
 The delta is the codebook change (`deltas/codebook.py`), so chains of edits compose and revert exactly.
 
 Differences from the reference and from EasyEdit, on purpose (why numbers may differ from EasyEdit's):
@@ -37,7 +38,7 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from kepitfalls.deltas.codebook import Codebook, CodebookDelta, Entry
 from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.layers import Batch, capture, normed_hidden, residual_entering
+from kepitfalls.methods.layers import Batch, SuffixStack, normed_hidden
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER, Seed
@@ -82,40 +83,34 @@ class GRACE(EditMethod):
         h = self.hparams
         module = getattr(lm.arch, h.site).format(h.layer)
         prefix, target = prompt_ids(lm.tokenizer, request.rewrite_prompt), target_ids(lm.tokenizer, request.target_new)
-        batch = Batch.from_ids([prefix + target], lm.tokenizer.pad_token_id, lm.model.device)
-        position = len(prefix) - 1
-        inputs, _ = capture(lm, module, batch)
-        query = inputs[0, position].float()
+        passes = _Passes(lm, h.layer, prefix + target, len(prefix) - 1, len(target))
+        query_input = passes.module_input(module)
+        query = query_input.float()
         with torch.no_grad():
-            layer_out = get_module(lm.model, module)(inputs[0, position]).float()
+            layer_out = get_module(lm.model, module)(query_input).float()
         start = layer_out if h.val_init == "warm" else torch.rand(layer_out.shape, generator=torch.Generator().manual_seed(h.seed))
         planned = _plan(Codebook.of(lm.model, module), module, query, start.to(query.device), h.eps, tuple(target))
-        trained = self._train(lm, planned, batch, position, target)
+        trained = self._train(lm, planned, passes, target)
         if planned.entry is not None:
             return CodebookDelta(module, Entry(query.cpu(), trained, planned.entry.eps, planned.entry.label), planned.eps_changes)
         (index,) = planned.value_changes
         before, _ = planned.value_changes[index]
         return CodebookDelta(module, None, planned.eps_changes, {index: (before, trained)})
 
-    def _train(self, lm: LoadedModel, planned: CodebookDelta, batch: Batch, position: int, target: list[int]) -> torch.Tensor:
+    def _train(self, lm: LoadedModel, planned: CodebookDelta, passes: "_Passes", target: list[int]) -> torch.Tensor:
         """The trained value of the entry the planned delta adds (or retrains), float32 on the CPU."""
-        h = self.hparams
+        labels = torch.tensor(target, device=lm.model.device)
+        lm_head = get_module(lm.model, lm.arch.lm_head)
         planned.apply(lm.model)
         try:
             book = Codebook.of(lm.model, planned.module)
             live = book.entries[-1] if planned.entry is not None else book.entries[next(iter(planned.value_changes))]
             value = live.value.detach().clone().float().to(lm.model.device).requires_grad_(True)
             live.value = value
-            residual = residual_entering(lm, h.layer, batch)
-            lm_head = get_module(lm.model, lm.arch.lm_head)
-            depth = num_layers(lm.model)
-            columns = torch.arange(position, position + len(target), device=lm.model.device)
-            labels = torch.tensor(target, device=lm.model.device)
-            optimiser = torch.optim.Adam([value], lr=h.edit_lr)
+            optimiser = torch.optim.Adam([value], lr=self.hparams.edit_lr)
             with torch.enable_grad():
-                for _ in range(h.n_iter):
-                    hidden = normed_hidden(lm, residual, batch, h.layer, depth)
-                    loss = torch.nn.functional.cross_entropy(lm_head(hidden[0, columns]).float(), labels)
+                for _ in range(self.hparams.n_iter):
+                    loss = torch.nn.functional.cross_entropy(lm_head(passes.hidden()).float(), labels)
                     (grad,) = torch.autograd.grad(loss, [value], allow_unused=True) if loss.requires_grad else (None,)
                     if grad is None:  # the entry never fires here (an older key at the same distance wins the tie)
                         break
@@ -124,6 +119,41 @@ class GRACE(EditMethod):
             return value.detach().cpu().clone()
         finally:
             planned.revert(lm.model)
+
+
+class _Passes:
+    """Forward passes of one prompt ⊕ target through the blocks from the wrapped layer up.
+
+    Where exact (GPT-J, Llama) only the tokens from the prompt's last one on are re-run, the earlier tokens'
+    residual and attention keys/values cached (`SuffixStack`) before the edit's entry exists, as the
+    reference replaces only the key position while training; GPT-2 runs the whole model. The query is read
+    from the same kind of pass as training uses, so a radius set to exactly its distance (coverage) covers it.
+    """
+
+    def __init__(self, lm: LoadedModel, layer: int, sequence: list[int], position: int, n_target: int) -> None:
+        self.lm, self.layer, self.depth = lm, layer, num_layers(lm.model)
+        device = lm.model.device
+        self.stack = SuffixStack(lm, [sequence], [position], layer, self.depth) if lm.arch.embeds_are_residual else None
+        self.batch = Batch.from_ids([sequence], lm.tokenizer.pad_token_id, device)
+        self.position = 0 if self.stack else position  # the prompt's last token among the re-run columns
+        self.columns = torch.arange(self.position, self.position + n_target, device=device)
+
+    def hidden(self) -> torch.Tensor:
+        """Final-normed hidden states at the positions that predict the target tokens, (n_target, d)."""
+        if self.stack is not None:
+            return self.stack.hidden()[0, self.columns]
+        return normed_hidden(self.lm, None, self.batch, self.layer, self.depth)[0, self.columns]
+
+    @torch.no_grad()
+    def module_input(self, module: str) -> torch.Tensor:
+        """The wrapped module's input at the prompt's last token."""
+        kept: list[torch.Tensor] = []
+        handle = get_module(self.lm.model, module).register_forward_hook(lambda _m, args, _out: kept.append(args[0].detach()))
+        try:
+            self.hidden()
+        finally:
+            handle.remove()
+        return kept[0][0, self.position]
 
 
 def _plan(book: Codebook | None, module: str, query: torch.Tensor, start: torch.Tensor, eps: float, label: tuple[int, ...]) -> CodebookDelta:
