@@ -97,7 +97,6 @@ def _prompt_magnitudes(scores: tuple[PromptScore, ...], new_minus_true: bool) ->
 def counterfact_records(cases: list[CaseScores], ids: list[str], vocab_size: int | None = None) -> list[dict[str, Any]]:
     """The per-case rows behind `counterfact_metrics` (Score and cases are not per-case statistics)."""
     rows = []
-    diagnostics = list(diagnostic_metrics([c.diagnostics for c in cases]))
     for case_id, c in zip(ids, cases, strict=True):
         prompt_sets = [
             ("ES", "EM", (c.rewrite,), True), ("PS", "PM", c.paraphrase, True), ("NS", "NM", c.neighborhood, False),
@@ -118,5 +117,5 @@ def counterfact_records(cases: list[CaseScores], ids: list[str], vocab_size: int
                     raise ValueError("the reference-normalised NKL needs the vocabulary size")
                 rows.append(row(case_id, name, MEAN, mean(kl), kl))
                 rows.append(row(case_id, f"{name}_ref", MEAN, mean(kl) / vocab_size))
-        rows.extend(diagnostic_rows(case_id, c.diagnostics, diagnostics))
+        rows.extend(diagnostic_rows(case_id, c.diagnostics))
     return rows

@@ -69,12 +69,12 @@ def by_metric(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
 
 def diagnostic_metrics(per_case: Sequence[dict[str, Sequence[float]]]) -> dict[str, float]:
-    """Installed components' per-prompt diagnostics (`scoring.diagnostics`) as metrics: the mean over records
-    of each record's mean over its prompts, for every quantity that every record reports."""
-    names = [name for name in (per_case[0] if per_case else {}) if all(d.get(name) for d in per_case)]
-    return {name: mean(mean(d[name]) for d in per_case) for name in names}
+    """Installed components' per-prompt diagnostics (`scoring.diagnostics`) as metrics: for each quantity, the
+    mean over the records that report it of each record's mean over its prompts."""
+    names = list(dict.fromkeys(name for d in per_case for name, values in d.items() if values))
+    return {name: mean(mean(d[name]) for d in per_case if d.get(name)) for name in names}
 
 
-def diagnostic_rows(case: str, diagnostics: dict[str, Sequence[float]], names: Sequence[str]) -> list[dict[str, Any]]:
-    """The per-record rows behind `diagnostic_metrics` (`names`: the quantities it kept)."""
-    return [row(case, name, MEAN, mean(diagnostics[name]), diagnostics[name]) for name in names]
+def diagnostic_rows(case: str, diagnostics: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """The per-record rows behind `diagnostic_metrics`: one `mean` row per quantity the record reports."""
+    return [row(case, name, MEAN, mean(values), values) for name, values in diagnostics.items() if values]
