@@ -227,25 +227,35 @@ def test_gpt2_runs_the_whole_model_and_wraps_its_conv1d() -> None:
     assert changed_tensors(lm.model, before) == set() and INSTALLED_ATTRIBUTE not in lm.model.__dict__
 
 
-def test_portability_reports_codebook_hits_per_column() -> None:
-    """Each portability record's probes are diagnosed under its column (`codebook_hit_SR`, …), with rows that
-    reproduce the metric; the real mirrored zsRE portability records, one per column."""
+def _suite_config(suite: str):
+    from kepitfalls.suites import locality, portability
+
+    if suite == "portability":
+        return portability, portability.Config(benchmark="easyedit_portability", subset_size=1, seed=0, known_only=False,
+                                               datasets=portability.Datasets(SR="zsre", RR="zsre", OH="zsre"))
+    files = locality.Files(OA="zsre/knowedit_derived/ZsRE-test-all.json",
+                           DN="easyedit_portability/portability/One Hop/counterfact_portability_gpt4.json", OT="piqa")
+    return locality, locality.Config(benchmark="zsre", subset_size=1, seed=0, piqa_size=2, known_only=False, files=files)
+
+
+@pytest.mark.parametrize(("suite", "columns"), [("portability", ("SR", "RR", "OH")), ("locality", ("OA", "DN"))])
+def test_suites_report_codebook_hits_per_column(suite: str, columns: tuple[str, ...]) -> None:
+    """Each record's probes are diagnosed under its column (`codebook_hit_SR`, `codebook_distance_DN`, …), with
+    rows that reproduce the metric; the real mirrored records, one per column."""
     from mirror import MIRROR
 
     from fixtures_models import build_deltas
     from kepitfalls.metrics.records import by_metric, statistic
-    from kepitfalls.suites import portability
 
-    if not (MIRROR / "easyedit_portability").is_dir():
+    if not (MIRROR / "easyedit_portability").is_dir() or not (MIRROR / "piqa").is_dir():
         pytest.skip(f"no benchmark mirror at {MIRROR}")
+    module, config = _suite_config(suite)
     lm = build_tiny("tiny-gptj")
-    config = portability.Config(benchmark="easyedit_portability", subset_size=1, seed=0, known_only=False,
-                                datasets=portability.Datasets(SR="zsre", RR="zsre", OH="zsre"))
-    records = portability.select(lm, MIRROR, config)
-    deltas = build_deltas(lm, portability.edit_cases(records), grace(EPS["tiny-gptj"], n_iter=2))
-    evaluation = portability.evaluate(lm, records, deltas, portability.pre_scores(lm, records))
+    records = module.select(lm, MIRROR, config)
+    deltas = build_deltas(lm, module.edit_cases(records), grace(EPS["tiny-gptj"], n_iter=2))
+    evaluation = module.evaluate(lm, records, deltas, module.pre_scores(lm, records))
     rows = by_metric(evaluation.records)
-    for column in ("SR", "RR", "OH"):
+    for column in columns:
         for quantity in ("codebook_hit", "codebook_distance"):
             name = f"{quantity}_{column}"
             assert len(rows[name]) == 1 and statistic(rows[name]) == pytest.approx(evaluation.metrics[name])
