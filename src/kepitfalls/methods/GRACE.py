@@ -27,6 +27,12 @@ Differences from the reference and from EasyEdit, on purpose (why numbers may di
   the codebook for itself: the prompt's last token decides the first target token, as in generation.
 - `replace_last` is applied per position at inference (also to target tokens that happen to fall within
   a radius), which is what token-by-token generation does in the reference; value training sees the same rule.
+  So a prompt that *contains* an edited prompt fires at that inner token: CounterFact+'s distracting
+  prompts (rewrite prompt, new target, then a neighbour) move (NKL+ > 0) while plain neighbours stay exact.
+- A conflict on the very same prompt (distance 0) splits the radii to 0 and −1e-5 as the reference does;
+  the older key then wins the tie and the new value never fires, so its training stops at once.
+- ε is an absolute distance between activations: 1.0 is GPT-J's (16,384-wide fc_out inputs) and means
+  something else on another model; `codebook_distance_*` in the metrics shows where prompts fall.
 """
 
 from __future__ import annotations
