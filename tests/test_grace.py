@@ -260,3 +260,33 @@ def test_suites_report_codebook_hits_per_column(suite: str, columns: tuple[str, 
             name = f"{quantity}_{column}"
             assert len(rows[name]) == 1 and statistic(rows[name]) == pytest.approx(evaluation.metrics[name])
     assert no_adaptor_left(lm)
+
+
+@pytest.mark.parametrize("suite", ["conflict", "round"])
+def test_sequential_suites_chain_codebook_edits_and_revert(suite: str) -> None:
+    """ConflictEdit and RoundEdit compute the second edit on the first-edited model: the codebook delta of the
+    second records its changes to the first's entry, evaluation applies the same chain, and every chain reverts
+    to the plain model with no adaptor left."""
+    from mirror import MIRROR
+
+    from fixtures_models import build_deltas
+    from kepitfalls.data.pitfalls import BENCHMARK
+    from kepitfalls.suites import conflict, round as round_suite
+
+    if not (MIRROR / BENCHMARK).is_dir():
+        pytest.skip(f"no benchmark mirror at {MIRROR}")
+    module, config = {
+        "conflict": (conflict, conflict.Config(benchmark=BENCHMARK, model_folder="GPT-J", kinds=["reverse", "composite"],
+                                               subset_size=1, seed=0, known_only=False)),
+        "round": (round_suite, round_suite.Config(benchmark=BENCHMARK, model_folder="GPT-J", kinds=["easy"], subset_size=1,
+                                                  seed=0, known_only=False)),
+    }[suite]
+    lm = build_tiny("tiny-gptj")
+    items = module.select(lm, MIRROR, config)
+    cases = module.edit_cases(items)
+    assert any(case.base is not None for case in cases)
+    deltas = build_deltas(lm, cases, grace(EPS["tiny-gptj"], n_iter=2))
+    before = snapshot(lm.model)
+    metrics = module.evaluate(lm, items, deltas, module.pre_scores(lm, items)).metrics
+    assert metrics and all(v == v for v in metrics.values())  # every metric computed, none NaN
+    assert changed_tensors(lm.model, before) == set() and no_adaptor_left(lm)
