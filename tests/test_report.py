@@ -68,16 +68,6 @@ def test_markdown_cells_carry_interval_n_and_smoke_marks(project: Path) -> None:
     assert "KN: KN's variant sentence." in text
 
 
-def test_a_method_the_survey_lacks_gets_a_dash_not_a_number(project: Path) -> None:
-    _write_group(project / "metrics", "MEND_untrained", "locality", [row(f"DN/{i}", "DN", MEAN, 20.0) for i in range(2)])
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["report"]["methods"] = [*METHODS, "MEND_untrained"]
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    text = (_render(project) / "table4.md").read_text()
-    control = next(line for line in text.splitlines() if line.startswith("| MEND_untrained |"))
-    assert "20.00 [20.00, 20.00] n=2† (—)" in control and "(—)" not in next(line for line in text.splitlines() if line.startswith("| ROME |"))
-
-
 def test_counterfact_es_uses_clopper_pearson(project: Path) -> None:
     rows = list(csv.DictReader(io.StringIO((_render(project) / "counterfact.csv").read_text())))
     kn = next(r for r in rows if r["method"] == "KN")
@@ -152,3 +142,10 @@ def test_a_finding_needs_min_n_shared_records_to_be_decided() -> None:
     assert verdict(claim, Interval(40.0, 40.0, 40.0, 1), min_n=10).startswith("undecided at n = 1 (below report.min_n")
     assert verdict(claim, Interval(40.0, 20.0, 60.0, 10), min_n=10) == "supported"
     assert verdict(claim, Interval(-40.0, -60.0, -20.0, 12), min_n=10) == "contradicted"
+
+
+def test_a_method_the_survey_has_no_row_for_gets_a_dash(project: Path) -> None:
+    """KN (and GRACE) are not rows of the survey's Tables 3 and 4: their survey cell is "—", never empty or made up."""
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO((_render(project) / "table4.csv").read_text()))}
+    assert rows["KN"]["DN (survey)"] == "—" and rows["ROME"]["DN (survey)"] not in ("", "—")
+    assert "| KN |" in (_render(project) / "table4.md").read_text() and "n=2† (—)" in (_render(project) / "table4.md").read_text()

@@ -34,6 +34,7 @@ CORE_SOURCES = (
     "models/adapters.py",
     "scoring/primitives.py",
     "deltas/codecs.py",
+    "deltas/codebook.py",
 )
 INDEX = "index.json"
 SIGNIFICANT_DIGITS = 6

@@ -274,7 +274,9 @@ class ComposedDelta(Delta):
         return cls(parts)
 
 
-CODECS: dict[str, type[Delta]] = {c.kind: c for c in (LowRankDelta, DenseDelta, MemoryDelta, ComposedDelta)}
+from kepitfalls.deltas.codebook import CodebookDelta  # noqa: E402  (its own module, a subclass of Delta above)
+
+CODECS: dict[str, type[Delta]] = {c.kind: c for c in (LowRankDelta, DenseDelta, MemoryDelta, ComposedDelta, CodebookDelta)}
 
 
 def decode(kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Delta:

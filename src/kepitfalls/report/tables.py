@@ -37,13 +37,8 @@ class Table:
     survey_file: str | None = None  # under reference/
 
 
-#: Rows by method: our cell per column label, and the survey's number as printed ("" where the column has
-#: no survey counterpart, NO_SURVEY_ROW where the survey has no row for the method).
+#: Rows by method: our cell per column label, and the survey's number as printed ("" where it has none).
 Frame = dict[str, dict[str, tuple[Cell, str]]]
-
-
-#: The survey's cell for a method it does not report (MEND_untrained, GRACE): never a made-up value.
-NO_SURVEY_ROW = "—"
 
 
 def load_survey(table: Table, reference_dir: Path) -> dict[str, dict[str, str]]:
@@ -54,22 +49,23 @@ def load_survey(table: Table, reference_dir: Path) -> dict[str, dict[str, str]]:
         return {row["method"]: row for row in csv.DictReader(handle)}
 
 
+#: The survey's cell for a method the survey's table has no row for (GRACE, KN): a dash, never a made-up value.
+NOT_IN_SURVEY = "—"
+
+
 def build(table: Table, metrics_root: Path, reference_dir: Path, options: ReportOptions) -> Frame:
     """Rows: our methods, then the survey's other methods; per column our cell and the survey's number."""
     survey = load_survey(table, reference_dir)
+
+    def published(method: str, column: Column) -> str:
+        if not column.survey:
+            return ""
+        return survey[method].get(column.survey, "") if method in survey else NOT_IN_SURVEY
+
     return {
-        method: {
-            c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), _published(survey, method, c.survey))
-            for c in table.columns
-        }
+        method: {c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), published(method, c)) for c in table.columns}
         for method in dict.fromkeys([*options.methods, *survey])
     }
-
-
-def _published(survey: dict[str, dict[str, str]], method: str, column: str | None) -> str:
-    if not column:
-        return ""
-    return survey[method].get(column, "") if method in survey else NO_SURVEY_ROW
 
 
 def cell_text(cell: Cell) -> str:
