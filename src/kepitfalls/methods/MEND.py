@@ -1,0 +1,145 @@
+"""MEND (Mitchell et al. 2022a): a trained network turns the edit's gradient into the weight update.
+
+Follows eric-mitchell/mend (`algs/mend.py`, `trainer.py`; EDITORS.md §2.1): the edited layers are the MLP
+projections `modules` of the blocks `layers` (GPT-J's fc_in and fc_out of blocks 25-27, SmolLM2's gate, up
+and down projections of blocks 27-29); the network is `methods/mend_net.py`, its passes
+`methods/mend_edit.py`, its training `methods/mend_train.py`, run by this method's `prepare` hook (the
+`prepare@MEND` stage) on the zsRE training file.
+
+An edit takes the target NLL's gradient factors (x_t, δ_t) of every edited layer on the current weights
+(so a chain of edits composes, each seeing the previous ones), maps them through the trained editor with
+its statistics frozen and stores ΔW = edit_lr · Σ_t δ̃_t x̃_tᵀ exactly, as the low-rank factors
+(edit_lr · δ̃ᵀ, x̃ᵀ) of rank T (the edited tokens), in float32. The reference adds the update
+(`p + lr · ∇̃`, no descent sign): the editor learns the direction.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+
+import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+from kepitfalls.data.zsre import load_zsre
+from kepitfalls.deltas.codecs import LowRankDelta
+from kepitfalls.methods import mend_edit, mend_net, mend_train
+from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
+from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors
+from kepitfalls.methods.mend_net import MendEditor, load_editor, save_editor
+from kepitfalls.models.adapters import linear_weight
+from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import LAYER
+
+if TYPE_CHECKING:
+    from kepitfalls.config import Params
+
+EDITOR_FILE = "editor.safetensors"
+#: Which projections of each edited block, by `Architecture` field.
+ModuleRole = Literal["mlp_pre_act", "mlp_in", "mlp_out"]
+
+
+class MENDHparams(Hparams):
+    """MEND's `methods.MEND.<model>` block: the edited layers, the network and its training.
+
+    `train_steps` is the number of training edits (one record each); the reference trains up to 100,000
+    (EasyEdit's GPT-J `max_iters`), the CPU default far fewer. `val_records` held-out training records
+    measure the editor.
+    """
+
+    layers: Annotated[list[NonNegativeInt], LAYER, Field(min_length=1)]
+    modules: Annotated[list[ModuleRole], Field(min_length=1)]
+    rank: PositiveInt
+    n_hidden: NonNegativeInt
+    edit_lr: float
+    lr: PositiveFloat
+    lr_lr: NonNegativeFloat
+    cedit: NonNegativeFloat
+    cloc: NonNegativeFloat
+    accumulate_bs: PositiveInt
+    grad_clip: PositiveFloat
+    train_steps: NonNegativeInt
+    val_records: PositiveInt
+
+
+def code_hash() -> str:
+    """sha256 over this module and its helpers, recorded in the editor and checked before it edits: the
+    delta keys' code fingerprint and the stages' dependencies name only a method's own module."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], mend_net, mend_edit, mend_train):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def describe(hparams: MENDHparams) -> str:
+    """One sentence on how long the editor trained, for table footnotes."""
+    return f"MEND editor trained for {hparams.train_steps} edits on the zsRE training file (the reference: up to 100,000)"
+
+
+class MEND(EditMethod):
+    """Edits through the editor trained by `prepare`, read from the method's prepared directory."""
+
+    name = "MEND"
+    hparams_type = MENDHparams
+    #: False for the untrained control, whose network stays at its identity initialisation.
+    trains: ClassVar[bool] = True
+
+    def sites(self, lm: LoadedModel) -> list[str]:
+        """The edited modules, block by block, each once (GPT-J's mlp_pre_act is its mlp_in)."""
+        names = [getattr(lm.arch, role).format(layer) for layer in self.hparams.layers for role in self.hparams.modules]
+        return list(dict.fromkeys(names))
+
+    @property
+    def editor_file(self) -> Path:
+        """The trained editor `prepare` wrote; a clear error naming the stage where it is missing."""
+        method_dir = self.artifacts.method_dir
+        path = None if method_dir is None else Path(method_dir) / EDITOR_FILE
+        if path is None or not path.is_file():
+            raise ValueError(f"{self.name} has no trained editor{f' at {path}' if path else ''}: run `dvc repro prepare@{self.name}` first")
+        return path
+
+    def upstream_files(self) -> list[Path]:
+        """The editor; it records the hash of the code that trained it and computes the deltas (`code_hash`)."""
+        return [self.editor_file]
+
+    def prepare(self, lm: LoadedModel, params: "Params", out_dir: Path) -> dict[str, float | int | str]:
+        """Train the editor (or, for the control, only gather its statistics) and validate it."""
+        from kepitfalls import layout  # here: layout reads params, whose schema imports every method
+
+        hp = self.hparams
+        modules = self.sites(lm)
+        shapes = {m: tuple(reversed(linear_weight(lm.model, m).shape)) for m in modules}
+        editor = MendEditor(shapes, hp.rank, hp.n_hidden, hp.edit_lr, seed=params.seed)
+        settings = mend_train.Settings(hp.train_steps, hp.lr, hp.lr_lr, hp.cedit, hp.cloc, hp.accumulate_bs, hp.grad_clip, params.seed)
+        train, val = mend_train.split(mend_train.examples(lm.tokenizer, load_zsre(layout.raw_root() / "zsre")), hp.val_records, params.seed)
+        start = min(hp.layers)
+        metrics: dict[str, float | int | str] = {"train_records": len(train), "val_records": len(val), "trained": int(self.trains)}
+        metrics.update(mend_train.fit(lm, editor, modules, start, train, settings, optimise=self.trains))
+        metrics.update(mend_train.validate(lm, editor, modules, start, val))
+        metrics["editor_parameters"] = sum(p.numel() for p in editor.parameters())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_editor(out_dir / EDITOR_FILE, editor, hp.rank, hp.n_hidden, {"model": lm.identity, "trained": self.trains, "code": code_hash()})
+        return metrics
+
+    @functools.cached_property
+    def editor(self) -> MendEditor:
+        editor, metadata = load_editor(self.editor_file)
+        if metadata.get("code") != code_hash():
+            raise ValueError(f"{self.editor_file} was trained by other MEND code than this: run `dvc repro prepare@{self.name}` (-f where DVC sees no change)")
+        return editor
+
+    def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:
+        if len(requests) != 1:
+            raise ValueError("MEND edits one request at a time; EditMethod.edit sequences several")
+        modules = self.sites(lm)
+        if list(self.editor.shapes) != modules:
+            raise ValueError(f"{self.editor_file} edits {list(self.editor.shapes)}, the hyper-parameters name {modules}: re-run prepare@{self.name}")
+        request = requests[0]
+        scored = Scored.of(lm.tokenizer, request.rewrite_prompt, request.target_new)
+        factors = gradient_factors(lm, Top(lm, [scored.ids], min(self.hparams.layers)), 0, scored, modules)
+        with torch.no_grad():
+            updates = self.editor.updates(factors)
+        return LowRankDelta({name: (u.contiguous(), v.contiguous()) for name, (u, v) in updates.items()})
