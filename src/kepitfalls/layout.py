@@ -31,6 +31,11 @@ def templates_file(model: str, method: str) -> Path:
     return PROJECT_ROOT / "artifacts" / "templates" / model_key(model) / f"{method}.json"
 
 
+def encoder_dir(name: str) -> Path:
+    """A sentence encoder's files (`encoder` stage), shared by every model."""
+    return PROJECT_ROOT / "artifacts" / "encoder" / name
+
+
 def corpus_file(model: str) -> Path:
     return PROJECT_ROOT / "artifacts" / "corpus" / f"{model_key(model)}.safetensors"
 
