@@ -15,6 +15,7 @@ from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, Delta
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER, Section
+from kepitfalls.scoring.router import Router
 
 
 class Hparams(Section):
@@ -74,6 +75,10 @@ class EditMethod(ABC):
     def upstream_files(self) -> list[Path]:
         """Artifacts this method's deltas depend on; their hashes enter every delta's content key."""
         return []
+
+    def router(self) -> Router | None:
+        """How this method's memory deltas reach scoring (`scoring.router`); None for weight edits."""
+        return None
 
     @abstractmethod
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> Delta:
