@@ -33,9 +33,9 @@ SMALL = {
     ("stats", "corpus", "tokens"): 768,
     ("stats", "corpus", "length"): 48,
     ("stats", "corpus", "batch_size"): 16,
-    # what the CounterFact suite and the statistics read (every benchmark's fetch from the mirror is a unit
-    # test in test_download.py; each further download stage here would cost a process start)
-    ("data", "benchmarks"): {"easyedit_portability": {"include_optional": False}, "wikitext2": {"include_optional": False}},
+    # what the CounterFact suite, the statistics and the prepare stages read (every benchmark's fetch from the
+    # mirror is a unit test in test_download.py; each further download stage here would cost a process start)
+    ("data", "benchmarks"): {name: {"include_optional": False} for name in ("easyedit_portability", "wikitext2", "zsre")},
 }
 
 
@@ -174,12 +174,12 @@ def locked_outs(workspace: Path) -> dict[str, list[dict]]:
 
 
 def test_recomputed_artifacts_are_byte_identical(workspace: Path) -> None:
-    """model, templates, corpus, stats and an edit stage re-run in new processes (ROME's deltas deleted
+    """model, prepare, corpus, stats and an edit stage re-run in new processes (ROME's deltas deleted
     first, so they are really recomputed) write the same bytes: dvc.lock does not change, and a forced
     statistics run leaves every delta key valid (nothing downstream re-runs)."""
     before = locked_outs(workspace)
     shutil.rmtree(workspace / "artifacts" / "deltas" / "ROME" / "counterfact")
-    forced = ["model", "templates@ROME", "corpus", "stats", "edit@ROME-counterfact"]
+    forced = ["model", "prepare@ROME", "corpus", "stats", "edit@ROME-counterfact"]
     for stage in forced:
         output = run(["dvc", "repro", "-f", "-s", stage], workspace).stdout
         assert f"Running stage '{stage}'" in output
