@@ -39,7 +39,6 @@ from typing import Any, Literal, Sequence
 import torch
 from pydantic import PositiveInt
 
-from kepitfalls import layout
 from kepitfalls.atomic import write_json
 from kepitfalls.data.records import EditRequest
 from kepitfalls.data.zsre import load_zsre
@@ -160,6 +159,8 @@ class IKE(EditMethod):
 
     def prepare(self, lm: LoadedModel, params: Any, out_dir: Path) -> dict[str, float | int | str]:
         """Build and embed the demonstration store from the zsRE training records."""
+        from kepitfalls import layout  # not at import time: layout reads params, whose schema imports this module
+
         store = build_store(load_zsre(layout.raw_root() / "zsre" / self.hparams.train_file))
         embeddings = self._encoder.encode([demo[kind] for demo in store for kind in KINDS])
         write_json(out_dir / DEMOS_FILE, {"train_file": self.hparams.train_file, "encoder": self.hparams.encoder, "demos": store})
@@ -175,6 +176,8 @@ class IKE(EditMethod):
 
     @functools.cached_property
     def _encoder(self) -> SentenceEncoder:
+        from kepitfalls import layout  # not at import time: layout reads params, whose schema imports this module
+
         return SentenceEncoder(layout.encoder_dir(self.hparams.encoder))
 
     def router(self) -> Router:
