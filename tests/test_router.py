@@ -11,7 +11,7 @@ from fixtures_models import single_thread, tiny_lm  # noqa: F401
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, MemoryDelta
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring import primitives as P
-from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, Router, installed, route, routing_metrics
+from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, PrefixCachedModel, Router, installed, route, routing_metrics
 
 PROMPTS = ["The Eiffel Tower is located in", "Danielle Darrieux's mother tongue is"]
 TARGETS = ["Rome", "English"]
@@ -38,9 +38,11 @@ def _scores(lm: LoadedModel, prompts: Sequence[str]) -> tuple[list[P.TeacherForc
 
 
 def test_empty_memory_leaves_prompts_as_they_are(tiny_lm: LoadedModel) -> None:
-    assert route(tiny_lm.model, PROMPTS, "teacher_forced") is PROMPTS
+    model, prompts = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
+    assert model is tiny_lm.model and prompts is PROMPTS
     with installed(tiny_lm.model, PrefixRouter()):
-        assert route(tiny_lm.model, PROMPTS, "teacher_forced") is PROMPTS
+        model, prompts = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
+        assert model is tiny_lm.model and prompts is PROMPTS
 
 
 def test_every_primitive_scores_the_rewritten_prompt(tiny_lm: LoadedModel) -> None:
@@ -71,7 +73,7 @@ def test_revert_leaves_no_router_and_bit_identical_scores(tiny_lm: LoadedModel) 
     with installed(tiny_lm.model, PrefixRouter()):
         first.apply(tiny_lm.model)
         second.apply(tiny_lm.model)
-        assert route(tiny_lm.model, PROMPTS[:1], "teacher_forced") == ["A. B. " + PROMPTS[0]]  # oldest first
+        assert route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS[:1], "teacher_forced")[1] == ["A. B. " + PROMPTS[0]]  # oldest first
         second.revert(tiny_lm.model)
         first.revert(tiny_lm.model)
     assert not getattr(tiny_lm.model, MEMORY_ATTRIBUTE)
@@ -96,3 +98,38 @@ def test_a_second_router_is_refused(tiny_lm: LoadedModel) -> None:
             with installed(tiny_lm.model, PrefixRouter()):
                 pass
     assert not hasattr(tiny_lm.model, ROUTER_ATTRIBUTE)
+
+
+class SharedPrefixRouter(PrefixRouter):
+    """PrefixRouter whose prefix is declared shared, so forward passes reuse its keys and values."""
+
+    def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
+        prefix = "".join(entry["text"] for delta in memory for entry in delta.entries)
+        return [prefix + p for p in prompts]
+
+    def shared_prefix(self, memory: Sequence[Any]) -> str | None:
+        return "".join(entry["text"] for delta in memory for entry in delta.entries)
+
+
+@pytest.mark.parametrize(("fact", "boundary_kept"), [("Demonstration one. Demonstration two.\n\nNew Fact:", True), ("The Eiffel Tow", False)])
+def test_a_cached_prefix_gives_the_uncached_scores(tiny_lm: LoadedModel, fact: str, boundary_kept: bool) -> None:
+    """Whether the prefix's tokens survive in every row ("...New Fact:" + " The") or not ("Tow" + "er" is
+    one token: the plain pass runs), the scores are the uncached ones."""
+    prompts = ["er is located in", "ers of Danielle Darrieux's mother tongue is a very long prompt, which is"]
+    expected = _scores(tiny_lm, [fact + p for p in prompts])
+    delta = _delta(fact)
+    with installed(tiny_lm.model, SharedPrefixRouter()):
+        delta.apply(tiny_lm.model)
+        try:
+            runner, _ = route(tiny_lm.model, tiny_lm.tokenizer, prompts, "teacher_forced")
+            routed = _scores(tiny_lm, prompts)
+        finally:
+            delta.revert(tiny_lm.model)
+    assert isinstance(runner, PrefixCachedModel)
+    full = tiny_lm.tokenizer(fact + prompts[0])["input_ids"]
+    assert (full[: len(runner.prefix)] == runner.prefix.tolist()) == boundary_kept  # whether the cached path ran
+    for got, want in zip(routed[0], expected[0]):
+        assert got.argmax_ids == want.argmax_ids
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+    assert torch.allclose(routed[1], expected[1], atol=1e-4)
+    assert routed[2] == expected[2]

@@ -25,7 +25,8 @@ own "New Fact:" line before "Prompt: ". Every prompt is routed, locality prompts
 reference. An edit whose context leaves fewer than `reserve_tokens` of the model's context length is refused
 at edit time with the lengths in the message.
 
-The demonstration prefix is recomputed for every scored prompt (no cached keys and values).
+The demonstrations' keys and values are computed once per edit and reused for every prompt scored under it
+(`scoring.router.PrefixCachedModel`); greedy generation runs the whole context.
 """
 
 from __future__ import annotations
@@ -126,11 +127,14 @@ def select_demonstrations(
     return [store[i // 3][KINDS[i % 3]] for i in ids], ids
 
 
+def demonstrations(entries: Sequence[dict[str, Any]]) -> str:
+    """The latest edit's demonstrations, then every fact's copy line, oldest first: shared by every prompt."""
+    return "".join(entries[-1]["demos"]) + "".join(copy_line(entry["fact"]) for entry in entries)
+
+
 def context(entries: Sequence[dict[str, Any]]) -> str:
-    """The text before a scored prompt: the latest edit's demonstrations, then every fact oldest first."""
-    facts = [entry["fact"] for entry in entries]
-    copies = "".join(copy_line(fact) for fact in facts)
-    return "".join(entries[-1]["demos"]) + copies + "".join(f"New Fact: {fact}\n" for fact in facts) + "Prompt: "
+    """The text before a scored prompt: the demonstrations, then every fact oldest first, then "Prompt: "."""
+    return demonstrations(entries) + "".join(f"New Fact: {entry['fact']}\n" for entry in entries) + "Prompt: "
 
 
 class IKERouter(Router):
@@ -139,6 +143,11 @@ class IKERouter(Router):
     def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
         prefix = context([entry for delta in memory for entry in delta.entries])
         return [prefix + prompt for prompt in prompts]
+
+    def shared_prefix(self, memory: Sequence[Any]) -> str | None:
+        """The demonstrations and the next "New Fact:" (a blank line at the end would tokenise differently
+        before "New" than at the end of the text; ":" before a space is a clean token boundary)."""
+        return demonstrations([entry for delta in memory for entry in delta.entries]) + "New Fact:"
 
 
 class IKE(EditMethod):

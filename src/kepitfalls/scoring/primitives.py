@@ -84,7 +84,7 @@ def teacher_forced(
     """
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
-    prompts = route(model, prompts, "teacher_forced")
+    model, prompts = route(model, tokenizer, prompts, "teacher_forced")
     device = model.device
     results: list[TeacherForced] = []
     for start in _batches(len(prompts), batch_size):
@@ -131,7 +131,7 @@ def next_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
     """log P(· | prompt) over the vocabulary at the last prompt position, shape (len(prompts), |V|)."""
-    prompts = route(model, prompts, "next_token")
+    model, prompts = route(model, tokenizer, prompts, "next_token")
     device = model.device
     rows: list[torch.Tensor] = []
     for start in _batches(len(prompts), batch_size):
@@ -153,7 +153,7 @@ def greedy_generate(
     batch_size: int = DEFAULT_BATCH,
 ) -> list[str]:
     """Greedy continuations, decoded from the new tokens only (never the prompt or padding)."""
-    prompts = route(model, prompts, "generate")
+    model, prompts = route(model, tokenizer, prompts, "generate")
     texts: list[str] = []
     for start in _batches(len(prompts), batch_size):
         prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
