@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +96,41 @@ def test_revert_leaves_no_router_and_unchanged_scores(tiny_lm: LoadedModel) -> N
     assert routing_metrics(router) == {"routing_teacher_forced_routed": 2.0, "routing_teacher_forced_seen": 2.0}
     assert not getattr(tiny_lm.model, MEMORY_ATTRIBUTE) and not hasattr(tiny_lm.model, ROUTER_ATTRIBUTE)
     assert P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, prompts, targets) == before
+
+
+def test_a_context_longer_than_the_model_allows_is_refused_at_edit_time(tiny_lm: LoadedModel) -> None:
+    limit = tiny_lm.model.config.max_position_embeddings  # GPT-J's config maps it to n_positions
+    hparams = IKEHparams(k=8, ordering="reference", encoder="all-minilm-l6-v2", train_file="x.json", reserve_tokens=limit - 10, seed=0)
+    method = IKE(hparams, Artifacts())
+    entry = {"fact": "The Eiffel Tower is in Rome", "demos": [STORE[0]["copy"]] * 8}
+    with pytest.raises(ValueError, match="reserve_tokens"):
+        method._check_length(tiny_lm, entry)
+    IKE(hparams.model_copy(update={"reserve_tokens": 1}), Artifacts())._check_length(tiny_lm, {"fact": "F", "demos": ["D"]})
+
+
+@pytest.mark.integration
+def test_smollm2_answers_the_edited_prompt_and_reverts_exactly() -> None:
+    """On SmolLM2 with the prepared store (`dvc repro prepare@IKE`): the new target's probability on the edited
+    prompt grows severalfold (SmolLM2-135M follows the context only partly) and revert restores every score."""
+    from kepitfalls.editing import build_method
+    from kepitfalls.params import load_params
+    from kepitfalls.runtime import load_current_model
+
+    params = load_params()
+    method = build_method(params, "IKE")
+    if not all(path.is_file() for path in method.upstream_files()) or not (layout.model_dir(params.model) / "config.json").is_file():
+        pytest.skip("needs the materialised model and the prepare@IKE store")
+    lm = load_current_model(params)
+    request = EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", "Paris")
+    prompts = ["The Eiffel Tower is located in the city of", "The Eiffel Tower stands in the city of"]
+    before = P.teacher_forced(lm.model, lm.tokenizer, prompts, ["Rome"] * 2)
+    delta = method.edit(lm, [request])
+    with installed(lm.model, method.router()) as router:
+        delta.apply(lm.model)
+        try:
+            after = P.teacher_forced(lm.model, lm.tokenizer, prompts, ["Rome"] * 2)
+        finally:
+            delta.revert(lm.model)
+    assert len(delta.entries[0]["demos"]) == 16 and router.routed["teacher_forced"] == 2
+    assert all(a.mean_prob > 2 * b.mean_prob for a, b in zip(after, before))
+    assert P.teacher_forced(lm.model, lm.tokenizer, prompts, ["Rome"] * 2) == before

@@ -204,9 +204,9 @@ class IKE(EditMethod):
         return MemoryDelta(self.name, [entry])
 
     def _check_length(self, lm: LoadedModel, entry: dict[str, Any]) -> None:
-        limit = getattr(lm.model.config, "max_position_embeddings", None) or getattr(lm.model.config, "n_positions", None)
+        limit = lm.model.config.max_position_embeddings  # GPT-2 and GPT-J configs map it to n_positions
         used = len(lm.tokenizer(context([entry]))["input_ids"])
-        if limit is not None and used + self.hparams.reserve_tokens > limit:
+        if used + self.hparams.reserve_tokens > limit:
             raise ValueError(
                 f"IKE: the context for {entry['fact']!r} takes {used} tokens, leaving fewer than reserve_tokens = "
                 f"{self.hparams.reserve_tokens} of the model's {limit}; lower methods.IKE.<model>.k"
