@@ -133,3 +133,17 @@ def test_a_cached_prefix_gives_the_uncached_scores(tiny_lm: LoadedModel, fact: s
         assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
     assert torch.allclose(routed[1], expected[1], atol=1e-4)
     assert routed[2] == expected[2]
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3])
+def test_prefix_cached_model_matches_the_plain_call(tiny_lm: LoadedModel, keep: int) -> None:
+    """Every form of logits_to_keep (all, the last few positions) gives the plain call's logits."""
+    prefix = tiny_lm.tokenizer("Demonstration one.\n\nNew Fact:")["input_ids"]
+    rest = tiny_lm.tokenizer(" The Eiffel Tower is in Rome", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prefix + rest, prefix + rest])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        plain = tiny_lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        cached = PrefixCachedModel(tiny_lm.model, prefix)(ids, mask, logits_to_keep=keep).logits
+    assert cached.shape == plain.shape
+    assert torch.allclose(cached, plain, atol=1e-4)

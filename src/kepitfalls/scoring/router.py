@@ -74,16 +74,18 @@ class PrefixCachedModel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | torch.Tensor = 0) -> Any:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | torch.Tensor = 0, **kwargs: Any) -> Any:
         width = len(self.prefix)
         if input_ids.shape[1] <= width or not bool((input_ids[:, :width] == self.prefix).all()):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep)
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep, **kwargs)
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(input_ids.shape[0])
+        rest = input_ids[:, width:]
         if isinstance(logits_to_keep, torch.Tensor) and bool((logits_to_keep >= width).all()):
-            return self.model(input_ids=input_ids[:, width:], attention_mask=attention_mask, past_key_values=cache,
-                              logits_to_keep=logits_to_keep - width)
-        out = self.model(input_ids=input_ids[:, width:], attention_mask=attention_mask, past_key_values=cache)
+            return self.model(input_ids=rest, attention_mask=attention_mask, past_key_values=cache, logits_to_keep=logits_to_keep - width, **kwargs)
+        if isinstance(logits_to_keep, int) and 0 < logits_to_keep <= rest.shape[1]:
+            return self.model(input_ids=rest, attention_mask=attention_mask, past_key_values=cache, logits_to_keep=logits_to_keep, **kwargs)
+        out = self.model(input_ids=rest, attention_mask=attention_mask, past_key_values=cache, **kwargs)
         logits = torch.cat([self.prefix_logits.expand(input_ids.shape[0], -1, -1), out.logits], dim=1)
         out.logits = logits[:, logits_to_keep] if isinstance(logits_to_keep, torch.Tensor) else logits[:, -logits_to_keep:] if logits_to_keep else logits
         return out
