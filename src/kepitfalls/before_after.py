@@ -22,6 +22,7 @@ from kepitfalls.models.loading import LoadedModel
 from kepitfalls.models.materialize import MANIFEST
 from kepitfalls.params import PROJECT_ROOT
 from kepitfalls.scoring.primitives import greedy_generate, mean_target_prob
+from kepitfalls.scoring.router import installed
 
 
 class InvalidRequestError(ValueError):
@@ -81,11 +82,12 @@ def edit_before_after(
     started = time.perf_counter()
     delta = method.edit(lm, [request])
     seconds = time.perf_counter() - started
-    delta.apply(lm.model)
-    try:
-        after = read_state(lm, request, paraphrases, neighbours, max_new_tokens)
-    finally:
-        delta.revert(lm.model)
+    with installed(lm.model, method.router()):
+        delta.apply(lm.model)
+        try:
+            after = read_state(lm, request, paraphrases, neighbours, max_new_tokens)
+        finally:
+            delta.revert(lm.model)
     return {
         "method": method.name,
         "model": lm.name,

@@ -22,6 +22,7 @@ from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.metrics.records import Evaluation, by_metric, statistic
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
+from kepitfalls.scoring.router import installed, routing_metrics
 from kepitfalls.suites import suite_module
 from kepitfalls.suites.common import EditCase, applied, chain, check_cases, load_pre, load_records, save_pre
 
@@ -163,7 +164,9 @@ def _rounded(value: float) -> float:
 
 def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
-    with `<name>_n` (records) for every metric that has per-record rows, and those rows.
+    with `<name>_n` (records) for every metric that has per-record rows, and those rows; a memory-based
+    method's router is installed meanwhile, and its counts (prompts seen and routed per primitive) join the
+    metrics.
 
     Refuses deltas whose keys are not those the current method, hyper-parameters and requests give. A
     metric whose rows do not reproduce it is an error: intervals computed from them would describe another
@@ -171,9 +174,11 @@ def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str
     """
     module = suite_module(suite)
     records = load_records(layout.suite_records(suite), module.RECORD_TYPE)
-    expected = delta_keys(lm, method_name, build_method(params, method_name), suite_cases(suite, records))
-    result = module.evaluate(lm, records, load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite)))
-    metrics = {name: _rounded(value) for name, value in result.metrics.items()}
+    method = build_method(params, method_name)
+    expected = delta_keys(lm, method_name, method, suite_cases(suite, records))
+    with installed(lm.model, method.router()) as router:
+        result = module.evaluate(lm, records, load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite)))
+    metrics = {name: _rounded(value) for name, value in result.metrics.items()} | routing_metrics(router)
     for name, rows in by_metric(result.records).items():
         if name not in metrics or not math.isclose(statistic(rows), result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):
             raise ValueError(f"{suite}: the per-record rows of {name} give {statistic(rows)}, the metric is {result.metrics.get(name)}")

@@ -40,6 +40,11 @@ def prepare_metrics_file(method: str) -> Path:
     return PROJECT_ROOT / "metrics" / "prepare" / f"{method}.json"
 
 
+def encoder_dir(name: str) -> Path:
+    """A sentence encoder's files (`encoder` stage), shared by every model."""
+    return PROJECT_ROOT / "artifacts" / "encoder" / name
+
+
 def corpus_file(model: str) -> Path:
     return PROJECT_ROOT / "artifacts" / "corpus" / f"{model_key(model)}.safetensors"
 

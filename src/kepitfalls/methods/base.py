@@ -15,6 +15,7 @@ from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, Delta
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER, Section
+from kepitfalls.scoring.router import Router
 
 if TYPE_CHECKING:
     from kepitfalls.config import Params
@@ -79,6 +80,10 @@ class EditMethod(ABC):
     def upstream_files(self) -> list[Path]:
         """Artifacts this method's deltas depend on; their hashes enter every delta's content key."""
         return []
+
+    def router(self) -> Router | None:
+        """How this method's memory deltas reach scoring (`scoring.router`); None for weight edits."""
+        return None
 
     def prepare(self, lm: LoadedModel, params: Params, out_dir: Path) -> dict[str, float | int | str]:
         """Build what the method needs before its first edit (a trained editor, an embedded store) into

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from kepitfalls.scoring.router import route
+
 DEFAULT_BATCH = 32
 
 
@@ -82,6 +84,7 @@ def teacher_forced(
     """
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    model, prompts = route(model, tokenizer, prompts, "teacher_forced")
     device = model.device
     results: list[TeacherForced] = []
     for start in _batches(len(prompts), batch_size):
@@ -128,6 +131,7 @@ def next_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
     """log P(· | prompt) over the vocabulary at the last prompt position, shape (len(prompts), |V|)."""
+    model, prompts = route(model, tokenizer, prompts, "next_token")
     device = model.device
     rows: list[torch.Tensor] = []
     for start in _batches(len(prompts), batch_size):
@@ -149,6 +153,7 @@ def greedy_generate(
     batch_size: int = DEFAULT_BATCH,
 ) -> list[str]:
     """Greedy continuations, decoded from the new tokens only (never the prompt or padding)."""
+    model, prompts = route(model, tokenizer, prompts, "generate")
     texts: list[str] = []
     for start in _batches(len(prompts), batch_size):
         prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]

@@ -1,0 +1,142 @@
+"""The one way a memory-based delta changes what the model answers: the prompt is rewritten before scoring.
+
+A `MemoryDelta` only pushes its entries onto `model.kepitfalls_memory` (`deltas/codecs.py`). Each scoring
+primitive passes its prompts through `route` first: with an empty memory they come back unchanged (the very
+same list, so scoring is bit-identical to the unedited model), otherwise the `Router` installed on the model
+rewrites each prompt (demonstrations and facts prepended, the matched edit prepended, or nothing where a
+prompt is out of scope). The router is the method's own (`EditMethod.router`), installed for the duration of
+an evaluation by `installed`; nothing here, in `suites/` or in `metrics/` knows which method it is.
+
+A router may also name a *shared prefix*, text that every rewritten prompt of the current memory starts
+with (IKE's demonstrations). `route` then hands the forward-pass primitives a `PrefixCachedModel`: the
+prefix's keys and values are computed once per memory state and every batch whose rows all begin with the
+prefix's tokens runs only the rest (rows that do not are run whole, so a tokenisation that merges across the
+boundary costs speed, never correctness). Generation always runs whole.
+
+The router counts, per primitive, the prompts it saw under a non-empty memory and the prompts it rewrote;
+`routing_metrics` turns them into flat metrics (`routing_<primitive>_seen`, `routing_<primitive>_routed`).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections import Counter
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
+
+ROUTER_ATTRIBUTE = "kepitfalls_router"
+
+
+class Router(ABC):
+    """A method's routing logic over the memory entries currently applied (oldest delta first)."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+        self.routed: Counter[str] = Counter()
+
+    @abstractmethod
+    def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
+        """Per prompt, the text to score in its place, or None where the memory leaves it alone."""
+
+    def shared_prefix(self, memory: Sequence[Any]) -> str | None:
+        """Text every rewritten prompt starts with under this memory, worth caching; None if there is none."""
+        return None
+
+    def cached(self, model: nn.Module, tokenizer: Any, prefix: str) -> "PrefixCachedModel":
+        """The model with `prefix`'s keys and values computed once and kept while the prefix stays the same."""
+        held = getattr(self, "_cached", None)
+        if held is None or held[0] != prefix or held[1].model is not model:
+            self._cached = (prefix, PrefixCachedModel(model, tokenizer(prefix)["input_ids"]))
+        return self._cached[1]
+
+
+class PrefixCachedModel:
+    """A causal LM whose forward passes reuse the keys and values of a fixed text prefix.
+
+    Stands in for the model in `model(input_ids=..., attention_mask=..., logits_to_keep=...)` calls with right
+    padding; `logits` cover every position as the plain call would (the prefix's own logits computed once).
+    """
+
+    def __init__(self, model: nn.Module, prefix_ids: list[int]) -> None:
+        self.model = model
+        self.prefix = torch.tensor(prefix_ids, device=model.device)
+        with torch.inference_mode():
+            out = model(input_ids=self.prefix[None], use_cache=True)
+        self.cache = out.past_key_values
+        self.prefix_logits = out.logits[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | torch.Tensor = 0, **kwargs: Any) -> Any:
+        width = len(self.prefix)
+        if input_ids.shape[1] <= width or not bool((input_ids[:, :width] == self.prefix).all()):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep, **kwargs)
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(input_ids.shape[0])
+        rest = input_ids[:, width:]
+        if isinstance(logits_to_keep, torch.Tensor) and bool((logits_to_keep >= width).all()):
+            return self.model(input_ids=rest, attention_mask=attention_mask, past_key_values=cache, logits_to_keep=logits_to_keep - width, **kwargs)
+        if isinstance(logits_to_keep, int) and 0 < logits_to_keep <= rest.shape[1]:
+            return self.model(input_ids=rest, attention_mask=attention_mask, past_key_values=cache, logits_to_keep=logits_to_keep, **kwargs)
+        out = self.model(input_ids=rest, attention_mask=attention_mask, past_key_values=cache, **kwargs)
+        logits = torch.cat([self.prefix_logits.expand(input_ids.shape[0], -1, -1), out.logits], dim=1)
+        out.logits = logits[:, logits_to_keep] if isinstance(logits_to_keep, torch.Tensor) else logits[:, -logits_to_keep:] if logits_to_keep else logits
+        return out
+
+
+class NoRouterError(RuntimeError):
+    """A memory delta is applied but no router is installed to read it: its edit would silently be ignored."""
+
+
+def route(model: nn.Module, tokenizer: Any, prompts: Sequence[str], primitive: str) -> tuple[Any, Sequence[str]]:
+    """The model to run and the prompts a primitive should score: both unchanged (the same objects) when no
+    memory is applied; a `PrefixCachedModel` where the router names a shared prefix and the primitive runs
+    plain forward passes (not "generate")."""
+    memory = getattr(model, MEMORY_ATTRIBUTE, None)
+    if not memory:
+        return model, prompts
+    router: Router | None = getattr(model, ROUTER_ATTRIBUTE, None)
+    if router is None:
+        methods = sorted({getattr(delta, "method", "?") for delta in memory})
+        raise NoRouterError(f"memory deltas of {', '.join(methods)} are applied but no router is installed (scoring.router.installed)")
+    rewritten = router.rewrite(memory, prompts)
+    if len(rewritten) != len(prompts):
+        raise ValueError(f"router rewrote {len(prompts)} prompts into {len(rewritten)}")
+    router.seen[primitive] += len(prompts)
+    router.routed[primitive] += sum(text is not None for text in rewritten)
+    prefix = router.shared_prefix(memory) if primitive != "generate" else None
+    runner = router.cached(model, tokenizer, prefix) if prefix else model
+    return runner, [prompt if text is None else text for prompt, text in zip(prompts, rewritten)]
+
+
+@contextmanager
+def installed(model: nn.Module, router: Router | None) -> Iterator[Router | None]:
+    """The model with `router` reading its memory (nothing to do for None); removed on exit."""
+    if router is None:
+        yield None
+        return
+    if getattr(model, ROUTER_ATTRIBUTE, None) is not None:
+        raise RuntimeError("a router is already installed on this model")
+    setattr(model, ROUTER_ATTRIBUTE, router)
+    try:
+        yield router
+    finally:
+        delattr(model, ROUTER_ATTRIBUTE)
+
+
+def routing_metrics(router: Router | None) -> dict[str, float]:
+    """Flat routing counts per primitive (empty without a router)."""
+    if router is None:
+        return {}
+    metrics: dict[str, float] = {}
+    for primitive in sorted(router.seen):
+        metrics[f"routing_{primitive}_seen"] = float(router.seen[primitive])
+        metrics[f"routing_{primitive}_routed"] = float(router.routed[primitive])
+    return metrics

@@ -1,0 +1,149 @@
+"""The memory router: a memory delta changes what every scoring primitive sees, and revert removes it exactly."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pytest
+import torch
+
+from fixtures_models import single_thread, tiny_lm  # noqa: F401
+from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, MemoryDelta
+from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring import primitives as P
+from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, PrefixCachedModel, Router, installed, route, routing_metrics
+
+PROMPTS = ["The Eiffel Tower is located in", "Danielle Darrieux's mother tongue is"]
+TARGETS = ["Rome", "English"]
+
+
+class PrefixRouter(Router):
+    """Prepends every applied entry's text, oldest first, to prompts that mention 'Eiffel'."""
+
+    def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
+        prefix = "".join(entry["text"] for delta in memory for entry in delta.entries)
+        return [prefix + p if "Eiffel" in p else None for p in prompts]
+
+
+def _delta(text: str) -> MemoryDelta:
+    return MemoryDelta("TEST", [{"text": text}])
+
+
+def _scores(lm: LoadedModel, prompts: Sequence[str]) -> tuple[list[P.TeacherForced], torch.Tensor, list[str]]:
+    return (
+        P.teacher_forced(lm.model, lm.tokenizer, prompts, TARGETS),
+        P.next_token_logprobs(lm.model, lm.tokenizer, prompts),
+        P.greedy_generate(lm.model, lm.tokenizer, prompts, max_new_tokens=3),
+    )
+
+
+def test_empty_memory_leaves_prompts_as_they_are(tiny_lm: LoadedModel) -> None:
+    model, prompts = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
+    assert model is tiny_lm.model and prompts is PROMPTS
+    with installed(tiny_lm.model, PrefixRouter()):
+        model, prompts = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
+        assert model is tiny_lm.model and prompts is PROMPTS
+
+
+def test_every_primitive_scores_the_rewritten_prompt(tiny_lm: LoadedModel) -> None:
+    fact = "New Fact: The Eiffel Tower is in Rome.\n"
+    expected_prompts = [fact + PROMPTS[0], PROMPTS[1]]
+    expected = _scores(tiny_lm, expected_prompts)
+    plain = _scores(tiny_lm, PROMPTS)
+    delta = _delta(fact)
+    with installed(tiny_lm.model, PrefixRouter()) as router:
+        delta.apply(tiny_lm.model)
+        try:
+            routed = _scores(tiny_lm, PROMPTS)
+        finally:
+            delta.revert(tiny_lm.model)
+    assert routed[0] == expected[0] and routed[0] != plain[0]
+    assert torch.equal(routed[1], expected[1])
+    assert routed[2] == expected[2]
+    assert routing_metrics(router) == {
+        "routing_generate_routed": 1.0, "routing_generate_seen": 2.0,
+        "routing_next_token_routed": 1.0, "routing_next_token_seen": 2.0,
+        "routing_teacher_forced_routed": 1.0, "routing_teacher_forced_seen": 2.0,
+    }
+
+
+def test_revert_leaves_no_router_and_bit_identical_scores(tiny_lm: LoadedModel) -> None:
+    before = _scores(tiny_lm, PROMPTS)
+    first, second = _delta("A. "), _delta("B. ")
+    with installed(tiny_lm.model, PrefixRouter()):
+        first.apply(tiny_lm.model)
+        second.apply(tiny_lm.model)
+        assert route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS[:1], "teacher_forced")[1] == ["A. B. " + PROMPTS[0]]  # oldest first
+        second.revert(tiny_lm.model)
+        first.revert(tiny_lm.model)
+    assert not getattr(tiny_lm.model, MEMORY_ATTRIBUTE)
+    assert not hasattr(tiny_lm.model, ROUTER_ATTRIBUTE)
+    after = _scores(tiny_lm, PROMPTS)
+    assert after[0] == before[0] and torch.equal(after[1], before[1]) and after[2] == before[2]
+
+
+def test_a_memory_without_router_is_an_error(tiny_lm: LoadedModel) -> None:
+    delta = _delta("x")
+    delta.apply(tiny_lm.model)
+    try:
+        with pytest.raises(NoRouterError, match="TEST"):
+            P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, TARGETS)
+    finally:
+        delta.revert(tiny_lm.model)
+
+
+def test_a_second_router_is_refused(tiny_lm: LoadedModel) -> None:
+    with installed(tiny_lm.model, PrefixRouter()):
+        with pytest.raises(RuntimeError, match="already installed"):
+            with installed(tiny_lm.model, PrefixRouter()):
+                pass
+    assert not hasattr(tiny_lm.model, ROUTER_ATTRIBUTE)
+
+
+class SharedPrefixRouter(PrefixRouter):
+    """PrefixRouter whose prefix is declared shared, so forward passes reuse its keys and values."""
+
+    def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
+        prefix = "".join(entry["text"] for delta in memory for entry in delta.entries)
+        return [prefix + p for p in prompts]
+
+    def shared_prefix(self, memory: Sequence[Any]) -> str | None:
+        return "".join(entry["text"] for delta in memory for entry in delta.entries)
+
+
+@pytest.mark.parametrize(("fact", "boundary_kept"), [("Demonstration one. Demonstration two.\n\nNew Fact:", True), ("The Eiffel Tow", False)])
+def test_a_cached_prefix_gives_the_uncached_scores(tiny_lm: LoadedModel, fact: str, boundary_kept: bool) -> None:
+    """Whether the prefix's tokens survive in every row ("...New Fact:" + " The") or not ("Tow" + "er" is
+    one token: the plain pass runs), the scores are the uncached ones."""
+    prompts = ["er is located in", "ers of Danielle Darrieux's mother tongue is a very long prompt, which is"]
+    expected = _scores(tiny_lm, [fact + p for p in prompts])
+    delta = _delta(fact)
+    with installed(tiny_lm.model, SharedPrefixRouter()):
+        delta.apply(tiny_lm.model)
+        try:
+            runner, _ = route(tiny_lm.model, tiny_lm.tokenizer, prompts, "teacher_forced")
+            routed = _scores(tiny_lm, prompts)
+        finally:
+            delta.revert(tiny_lm.model)
+    assert isinstance(runner, PrefixCachedModel)
+    full = tiny_lm.tokenizer(fact + prompts[0])["input_ids"]
+    assert (full[: len(runner.prefix)] == runner.prefix.tolist()) == boundary_kept  # whether the cached path ran
+    for got, want in zip(routed[0], expected[0]):
+        assert got.argmax_ids == want.argmax_ids
+        assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)
+    assert torch.allclose(routed[1], expected[1], atol=1e-4)
+    assert routed[2] == expected[2]
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3])
+def test_prefix_cached_model_matches_the_plain_call(tiny_lm: LoadedModel, keep: int) -> None:
+    """Every form of logits_to_keep (all, the last few positions) gives the plain call's logits."""
+    prefix = tiny_lm.tokenizer("Demonstration one.\n\nNew Fact:")["input_ids"]
+    rest = tiny_lm.tokenizer(" The Eiffel Tower is in Rome", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prefix + rest, prefix + rest])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        plain = tiny_lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        cached = PrefixCachedModel(tiny_lm.model, prefix)(ids, mask, logits_to_keep=keep).logits
+    assert cached.shape == plain.shape
+    assert torch.allclose(cached, plain, atol=1e-4)

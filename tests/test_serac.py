@@ -1,0 +1,115 @@
+"""SERAC: the scope classifier's fit, routing of an edit's prompt and rephrase, exact scores elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures_encoder import encoder_dir  # noqa: F401
+from fixtures_models import single_thread, tiny_lm  # noqa: F401
+from kepitfalls.atomic import write_json
+from kepitfalls.data.records import EditRequest
+from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
+from kepitfalls.encoder import SentenceEncoder
+from kepitfalls.methods.SERAC import CLASSIFIER_FILE, SERAC, SERACHparams, accuracy, fit_scale
+from kepitfalls.methods.base import Artifacts
+from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring import primitives as P
+from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, installed, routing_metrics
+
+EDIT = EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", "Paris")
+PROMPTS = [
+    "The Eiffel Tower is located in the city of",  # the edited prompt
+    "The Eiffel Tower can be found in the city of",  # its rephrase
+    "Danielle Darrieux's mother tongue is",  # unrelated
+]
+HPARAMS = SERACHparams(encoder="all-minilm-l6-v2", train_file="zsre_mend_train-1k.json", holdout=200, steps=300,
+                       lr=0.05, counterfactual="freeze_cntr", seed=0)
+
+
+def _serac(tmp_path: Path, encoder_dir: Path, scale: float = 1.455) -> SERAC:  # noqa: F811
+    write_json(tmp_path / CLASSIFIER_FILE, {"encoder": "all-minilm-l6-v2", "scale": scale})
+    method = SERAC(HPARAMS, Artifacts(method_dir=tmp_path))
+    method.__dict__["_encoder"] = SentenceEncoder(encoder_dir)  # the fixture's files, not the workspace's
+    return method
+
+
+def test_the_fitted_scale_separates_near_from_far_pairs() -> None:
+    positive, negative = torch.tensor([0.05, 0.1, 0.2, 0.3]), torch.tensor([0.9, 1.0, 1.2, 1.5])
+    scale = fit_scale(positive, negative, steps=300, lr=0.05)
+    assert accuracy(positive, negative, scale) == 1.0
+    assert accuracy(positive, negative, 1e-3) == 0.5  # every pair in scope: negatives all wrong
+
+
+def test_edited_prompt_and_rephrase_routed_unrelated_prompt_exactly_unchanged(
+    tiny_lm: LoadedModel, tmp_path: Path, encoder_dir: Path  # noqa: F811
+) -> None:
+    method = _serac(tmp_path, encoder_dir)
+    targets = ["Rome", "Rome", "French"]
+    before = P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, targets)
+    delta = method.edit(tiny_lm, [EDIT])
+    with installed(tiny_lm.model, method.router()) as router:
+        delta.apply(tiny_lm.model)
+        try:
+            after = P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, targets)
+        finally:
+            delta.revert(tiny_lm.model)
+    counterfactual = [f"The Eiffel Tower is located in the city of Rome {p}" for p in PROMPTS[:2]]
+    assert after[:2] == P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, counterfactual, targets[:2])
+    assert after[2] == before[2]  # out of scope: the base model's very numbers
+    assert routing_metrics(router) == {"routing_teacher_forced_routed": 2.0, "routing_teacher_forced_seen": 3.0}
+    assert not getattr(tiny_lm.model, MEMORY_ATTRIBUTE) and not hasattr(tiny_lm.model, ROUTER_ATTRIBUTE)
+    assert P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, targets) == before
+
+
+def test_sequential_edits_accumulate_in_the_memory(tiny_lm: LoadedModel, tmp_path: Path, encoder_dir: Path) -> None:  # noqa: F811
+    method = _serac(tmp_path, encoder_dir)
+    second = EditRequest("{} speaks the language", "Danielle Darrieux", "English", "French")
+    first_delta = method.edit(tiny_lm, [EDIT])
+    first_delta.apply(tiny_lm.model)
+    try:
+        second_delta = method.edit(tiny_lm, [second])  # computed on the edited model, as a sequential suite does
+    finally:
+        first_delta.revert(tiny_lm.model)
+    router = method.router()
+    rewritten = router.rewrite([first_delta, second_delta], [PROMPTS[0], "Danielle Darrieux speaks the language"])
+    assert rewritten == [
+        f"The Eiffel Tower is located in the city of Rome {PROMPTS[0]}",
+        "Danielle Darrieux speaks the language English Danielle Darrieux speaks the language",
+    ]
+
+
+@pytest.mark.integration
+def test_smollm2_answers_the_edit_and_its_rephrase() -> None:
+    """On SmolLM2 with the prepared classifier (`dvc repro prepare@SERAC`): the edited prompt and its rephrase are
+    routed and the new target's probability grows severalfold (SmolLM2-135M fed "{edit} {query}" does not always
+    put it above the old one); the unrelated prompt keeps its exact scores."""
+    from kepitfalls import layout
+    from kepitfalls.editing import build_method
+    from kepitfalls.params import load_params
+    from kepitfalls.runtime import load_current_model
+
+    params = load_params()
+    method = build_method(params, "SERAC")
+    if not all(p.is_file() for p in method.upstream_files()) or not (layout.model_dir(params.model) / "config.json").is_file():
+        pytest.skip("needs the materialised model and the prepare@SERAC classifier")
+    lm = load_current_model(params)
+    pairs = [(p, t) for p in PROMPTS for t in ("Rome", "Paris")]
+    before = P.teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs])
+    unrelated_before = P.next_token_logprobs(lm.model, lm.tokenizer, PROMPTS[2:])
+    delta = method.edit(lm, [EDIT])
+    with installed(lm.model, method.router()):
+        delta.apply(lm.model)
+        try:
+            after = P.teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs])
+            unrelated_after = P.next_token_logprobs(lm.model, lm.tokenizer, PROMPTS[2:])
+        finally:
+            delta.revert(lm.model)
+    for i in (0, 2):  # edited prompt, rephrase: P(Rome) grows (measured 0.006 → 0.27 and 0.023 → 0.081)
+        assert after[i].mean_prob > 3 * before[i].mean_prob
+    # Scored alone, the unrelated prompt's logits are exactly the base model's; in a batch beside routed (longer)
+    # prompts only the padding differs, which moves the last bits.
+    assert torch.equal(unrelated_after, unrelated_before)
+    assert after[4].token_logprobs == pytest.approx(before[4].token_logprobs, abs=1e-4)
