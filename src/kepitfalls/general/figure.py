@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (the backend is chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kepitfalls.general.names import MAIN, ME_PPL, SCORERS, TASKS, WIKITEXT  # noqa: E402
 
@@ -67,6 +68,8 @@ def draw(rows: Sequence[dict[str, Any]], survey: dict[tuple[str, str], list[tupl
                         axis.plot(*zip(*points), "--", color=colour[method], alpha=0.6, label=f"{method} (survey)")
             axis.set_title(f"{TITLES[task]}\n{SCORER_LABELS[scorer]}", fontsize=9)
             axis.set_xlabel("edits")
+            axis.set_ylim(-0.03, 1.03)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     panels = [(ME_PPL, "yang", "mean", "ME-PPL: mean per-sentence perplexity"),
               (ME_PPL, "yang", "median", "ME-PPL: median per-sentence perplexity"),
               (WIKITEXT, "test", "perplexity", "WikiText-2 test perplexity")]
@@ -77,6 +80,7 @@ def draw(rows: Sequence[dict[str, Any]], survey: dict[tuple[str, str], list[tupl
         axis.set_yscale("log")
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("edits")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend = axes[2][len(panels)]
     legend.axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()

@@ -20,7 +20,8 @@ from kepitfalls.general.chain import checkpoint_cases
 from kepitfalls.general.config import General, Mode
 from kepitfalls.general.generation import greedy
 from kepitfalls.general.perplexity import mean_nlls, sentence_perplexities, wikitext_windows
-from kepitfalls.general.tasks import TASKS, Example, examples
+from kepitfalls.general.names import TASKS
+from kepitfalls.general.tasks import Example, examples
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites.common import applied
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from kepitfalls.general.generation import Generation
 from kepitfalls.general.names import ME_PPL, SCORERS, WIKITEXT
-from kepitfalls.general.tasks import Example, task_module
+from kepitfalls.general.scorers import scorer_module
+from kepitfalls.general.tasks import Example
 from kepitfalls.report.settings import Bootstrap
 from kepitfalls.stats.intervals import bootstrap, clopper_pearson
 
@@ -44,7 +45,7 @@ def task_rows(point: dict[str, Any], resampling: Bootstrap) -> list[dict[str, An
         items = [Example(row["id"], "", tuple(row["refs"])) for row in stored]
         generations = [Generation(row["new"], row["full"]) for row in stored]
         for scorer_name in SCORERS:
-            scorer = task_module(task).SCORERS[scorer_name]
+            scorer = scorer_module(task).SCORERS[scorer_name]
             values = scorer.score(items, generations)
             for metric in scorer.metrics:
                 rows.append({"task": task, "scorer": scorer_name, "metric": metric, **summary(values[metric], scorer.binary, resampling)})
