@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import yaml
+from pydantic import BaseModel, ConfigDict
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (the backend is chosen first)
@@ -91,3 +93,31 @@ def draw(rows: Sequence[dict[str, Any]], survey: dict[tuple[str, str], list[tupl
     figure.savefig(png, dpi=110, metadata={"Software": None})
     figure.savefig(svg, metadata={"Date": None, "Creator": None})
     plt.close(figure)
+
+
+class _GeneralMethods(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    methods: list[str]
+
+
+class _FigureParams(BaseModel):
+    """The parts of params.yaml the figure reads (the report stage validates no more than it uses)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str
+    general: _GeneralMethods
+
+
+def render(params_file: Path, plots_dir: Path, survey_file: Path, out_dir: Path) -> Path:
+    """reports/figure4.png and .svg from the tidy CSV of every method in `general.methods`."""
+    params = _FigureParams.model_validate(yaml.safe_load(params_file.read_text(encoding="utf-8")))
+    rows = []
+    for method in params.general.methods:
+        path = plots_dir / f"{method}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no Figure-4 scores for {method} (general.methods); run `dvc repro general-score@{method}`")
+        rows.extend(read_rows(path))
+    draw(rows, read_survey(survey_file), params.model, out_dir / "figure4.png", out_dir / "figure4.svg")
+    return out_dir / "figure4.png"
