@@ -16,4 +16,4 @@ if __name__ == "__main__":
     params = load_report_params(ROOT / "params.yaml")
     for path in render_all(ROOT / "metrics", ROOT / "reference", params, ROOT / "reports"):
         print(path)
-    print(render_figure4(ROOT / "params.yaml", ROOT / "plots" / "general", ROOT / "reference" / "survey_figure4.csv", ROOT / "reports"))
+    print(render_figure4(ROOT / "params.yaml", ROOT / "plots" / "general", ROOT / "reference", ROOT / "reports"))

@@ -72,3 +72,19 @@ def test_the_figure_is_drawn_with_the_survey_curves_and_its_svg_is_reproducible(
     assert (tmp_path / "a.png").stat().st_size > 10_000
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
     assert b"ROME (survey)" in (tmp_path / "a.svg").read_bytes()
+
+
+def test_figure4_findings_verdicts() -> None:
+    from kepitfalls.general.findings import Finding, to_markdown, verdict
+
+    degrades = Finding(id="D", claim="X degrades", method="X", expect="degrades", edits=10)
+    stable = Finding(id="S", claim="X is stable", method="X", expect="stable", edits=40)
+    low = {"value": 0.1, "ci_low": 0.0, "ci_high": 0.3, "n": 50}
+    same = {"value": 0.6, "ci_low": 0.45, "ci_high": 0.75, "n": 50}
+    assert verdict(degrades, 0.6, low, 10) == "supported" and verdict(stable, 0.6, low, 10) == "contradicted"
+    assert verdict(stable, 0.6, same, 10) == "supported" and verdict(degrades, 0.6, same, 10) == "contradicted"
+    assert verdict(degrades, 0.6, {**low, "n": 4}, 10).startswith("undecided at n = 4")
+    rows = run_rows("ROME", "sequential", UNEDITED, RUN, RESAMPLING)
+    text = to_markdown([Finding(id="R", claim="ROME degrades", method="ROME", expect="degrades", edits=10), degrades], rows, "m", 10)
+    assert "| R | ROME degrades | sst2 | 10 | 2 | 0.500 | 0.500 [" in text
+    assert "not run (X has no chain here)" in text

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (the backend is chosen first)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from kepitfalls.atomic import write_text  # noqa: E402
+from kepitfalls.general import findings  # noqa: E402
 from kepitfalls.general.names import MAIN, ME_PPL, SCORERS, TASKS, WIKITEXT  # noqa: E402
 
 TITLES = {"nq": "NQ (exact match)", "sst2": "SST-2 (accuracy)", "gsm8k": "GSM8K (solve rate)", "samsum": "SAMSum (mean ROUGE F1)"}
@@ -101,6 +103,12 @@ class _GeneralMethods(BaseModel):
     methods: list[str]
 
 
+class _MinN(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    min_n: int
+
+
 class _FigureParams(BaseModel):
     """The parts of params.yaml the figure reads (the report stage validates no more than it uses)."""
 
@@ -108,10 +116,12 @@ class _FigureParams(BaseModel):
 
     model: str
     general: _GeneralMethods
+    report: _MinN
 
 
-def render(params_file: Path, plots_dir: Path, survey_file: Path, out_dir: Path) -> Path:
-    """reports/figure4.png and .svg from the tidy CSV of every method in `general.methods`."""
+def render(params_file: Path, plots_dir: Path, reference_dir: Path, out_dir: Path) -> Path:
+    """reports/figure4.png and .svg from the tidy CSV of every method in `general.methods`, and the survey's
+    Figure-4 findings tested on them (reports/figure4.md)."""
     params = _FigureParams.model_validate(yaml.safe_load(params_file.read_text(encoding="utf-8")))
     rows = []
     for method in params.general.methods:
@@ -119,5 +129,7 @@ def render(params_file: Path, plots_dir: Path, survey_file: Path, out_dir: Path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no Figure-4 scores for {method} (general.methods); run `dvc repro general-score@{method}`")
         rows.extend(read_rows(path))
-    draw(rows, read_survey(survey_file), params.model, out_dir / "figure4.png", out_dir / "figure4.svg")
+    draw(rows, read_survey(reference_dir / "survey_figure4.csv"), params.model, out_dir / "figure4.png", out_dir / "figure4.svg")
+    claims = findings.load(reference_dir / "figure4_findings.yaml")
+    write_text(out_dir / "figure4.md", findings.to_markdown(claims, rows, params.model, params.report.min_n))
     return out_dir / "figure4.png"
