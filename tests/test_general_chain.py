@@ -14,8 +14,12 @@ from fixtures_models import single_thread, snapshot, tiny_gptj_lm  # noqa: F401
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas import DeltaStore
 from kepitfalls.editing import INDEX, load_deltas, store_deltas
-from kepitfalls.general.chain import checkpoint_cases, sequential_cases
+from kepitfalls.general.chain import batch_cases, checkpoint_cases, sequential_cases
 from kepitfalls.general.config import General
+from kepitfalls.general.names import TASKS
+from kepitfalls.general.perplexity import sentence_perplexities
+from kepitfalls.general.run import Probes, chain_run, unedited_run
+from kepitfalls.general.tasks import Example
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.params import PROJECT_ROOT
@@ -85,8 +89,38 @@ def test_an_edit_is_keyed_by_every_request_before_it(tiny_gptj_lm: LoadedModel, 
 
 
 def test_checkpoints_past_the_chain_are_refused() -> None:
+    with pytest.raises(ValueError, match="general.checkpoints"):
+        config(edits=2, checkpoints=[0, 1, 3])
+    with pytest.raises(ValueError, match="general.checkpoints"):
+        config(edits=4, checkpoints=[0, 3, 1])
+
+
+def config(**changes: object) -> General:
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))["general"]
-    with pytest.raises(ValueError, match="general.checkpoints"):
-        General.model_validate({**raw, "edits": 2, "checkpoints": [0, 1, 3]})
-    with pytest.raises(ValueError, match="general.checkpoints"):
-        General.model_validate({**raw, "edits": 4, "checkpoints": [0, 3, 1]})
+    return General.model_validate({**raw, **changes})
+
+
+def tiny_probes(lm: LoadedModel) -> Probes:
+    item = Example("0", "The capital of Land0 is", ("City0",))
+    return Probes({name: [item] for name in TASKS}, [" The cat sat on the mat.", " Hello there, world"], [lm.tokenizer("some text here")["input_ids"]])
+
+
+def test_a_sequential_run_measures_perplexity_after_every_edit_and_the_tasks_at_each_checkpoint(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
+    chain_deltas(tiny_gptj_lm, REQUESTS[:3], tmp_path)
+    original = snapshot(tiny_gptj_lm.model)
+    probes = tiny_probes(tiny_gptj_lm)
+    run, _ = chain_run(tiny_gptj_lm, probes, config(edits=3, checkpoints=[0, 1, 3]), "sequential", load_deltas(tmp_path))
+    assert all(torch.equal(t, original[k]) for k, t in snapshot(tiny_gptj_lm.model).items())
+    assert sorted(run["me_ppl"]) == ["1", "2", "3"] and sorted(run["checkpoints"]) == ["1", "3"]
+    assert set(run["checkpoints"]["3"]["tasks"]) == set(TASKS)
+    unedited, _ = unedited_run(tiny_gptj_lm, probes, config(edits=3, checkpoints=[0, 1, 3]))
+    assert run["me_ppl"]["3"] != unedited["me_ppl"]["0"]  # the edits moved the model
+    with applied(tiny_gptj_lm, load_deltas(tmp_path), checkpoint_cases("sequential", 1)):
+        assert sentence_perplexities(tiny_gptj_lm, probes.me_ppl, 10) == run["me_ppl"]["1"]
+
+
+def test_batch_cases_edit_each_checkpoints_first_n_requests_at_once(tiny_gptj_lm: LoadedModel) -> None:
+    cases = batch_cases(REQUESTS, [0, 1, 3])
+    assert list(cases) == ["batch-0001", "batch-0003"]
+    assert cases["batch-0003"].requests == tuple(REQUESTS[:3]) and cases["batch-0003"].base is None
+    assert checkpoint_cases("batch", 3) == ["batch-0003"]
