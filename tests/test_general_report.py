@@ -71,6 +71,7 @@ def test_the_figure_is_drawn_with_the_survey_curves_and_its_svg_is_reproducible(
         draw(read_rows(table), survey, "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.svg")
     assert (tmp_path / "a.png").stat().st_size > 10_000
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+    assert read_rows(table) == rows  # the CSV reads back as it was written, numbers as numbers
     assert b"ROME (survey)" in (tmp_path / "a.svg").read_bytes()
 
 

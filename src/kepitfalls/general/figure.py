@@ -31,7 +31,10 @@ NOTE = (
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", newline="") as handle:
-        return [{**row, "edits": int(row["edits"]), "value": float(row["value"])} for row in csv.DictReader(handle)]
+        return [
+            {**row, "edits": int(row["edits"]), "n": int(row["n"]), **{k: float(row[k]) for k in ("value", "ci_low", "ci_high")}}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def read_survey(path: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
@@ -87,8 +90,11 @@ def draw(rows: Sequence[dict[str, Any]], survey: dict[tuple[str, str], list[tupl
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend = axes[2][len(panels)]
     legend.axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    legend.legend(handles, labels, loc="upper left", fontsize=8, frameon=False)
+    entries: dict[str, Any] = {}  # every line of every task panel, once
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    legend.legend(entries.values(), entries.keys(), loc="upper left", fontsize=8, frameon=False)
     figure.text(0.01, 0.005, NOTE.format(model=model), fontsize=8, va="bottom")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     png.parent.mkdir(parents=True, exist_ok=True)
