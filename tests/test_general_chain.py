@@ -93,6 +93,8 @@ def test_checkpoints_past_the_chain_are_refused() -> None:
         config(edits=2, checkpoints=[0, 1, 3])
     with pytest.raises(ValueError, match="general.checkpoints"):
         config(edits=4, checkpoints=[0, 3, 1])
+    with pytest.raises(ValueError, match="general.batch_methods"):
+        config(methods=["ROME"], batch_methods=["MEMIT"])
 
 
 def config(**changes: object) -> General:

@@ -70,11 +70,17 @@ class General(Section):
     wikitext: WikiSample
 
     @model_validator(mode="after")
-    def _checkpoints_on_the_chain(self) -> General:
+    def _consistent(self) -> General:
         if self.checkpoints != sorted(set(self.checkpoints)) or self.checkpoints[-1] > self.edits:
             raise PydanticCustomError(
                 "checkpoints", "general.checkpoints {checkpoints} must be increasing edit counts within 0..{edits} (general.edits)",
                 {"checkpoints": self.checkpoints, "edits": self.edits},
+            )
+        extra = [m for m in self.batch_methods if m not in self.methods]
+        if extra:
+            raise PydanticCustomError(
+                "batch_methods", "general.batch_methods {extra} must also be in general.methods (their lines are scored with the method's)",
+                {"extra": extra},
             )
         return self
 
