@@ -87,6 +87,8 @@ def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, delt
     else:
         for n in config.edited_checkpoints:
             with applied(lm, deltas, checkpoint_cases(mode, n)):
+                started = time.perf_counter()
                 perplexities[str(n)] = me_ppl(lm, probes, config)
+                timings.setdefault("me_ppl_seconds", []).append(time.perf_counter() - started)
                 points[str(n)] = checkpoint(lm, probes, config, timings)
     return {"model": lm.identity, "mode": mode, "checkpoints": points, "me_ppl": perplexities}, timings
