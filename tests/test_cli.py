@@ -41,7 +41,7 @@ def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
 def _tiny_project(tmp_path: Path) -> Path:
     """A project root (pure NLL descent: ROME's direction shows on random weights) with tiny-llama materialised, ROME's bare-prompt templates, and a params file for it."""
     materialize("tiny-llama", tmp_path / "models" / "tiny-llama")
-    write_json(tmp_path / "artifacts" / "templates" / "tiny-llama" / "ROME.json", {"groups": [["{}"]]})
+    write_json(tmp_path / "artifacts" / "methods" / "tiny-llama" / "ROME" / "templates.json", {"groups": [["{}"]]})
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["model"] = "tiny-llama"
     raw["stats"]["layers"] = [1]
@@ -84,8 +84,8 @@ def test_edit_refuses_a_request_no_method_can_make(tmp_path: Path) -> None:
 
 def test_edit_names_what_is_missing_and_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _tiny_project(tmp_path)
-    (root / "artifacts" / "templates" / "tiny-llama" / "ROME.json").unlink()
+    (root / "artifacts" / "methods" / "tiny-llama" / "ROME" / "templates.json").unlink()
     monkeypatch.setattr(layout, "PROJECT_ROOT", root)
     result = CliRunner().invoke(main, [*EDIT, "--params", str(root / "params.yaml")])
     assert isinstance(result.exception, FileNotFoundError)
-    assert "ROME.json" in str(result.exception) and "dvc repro model templates@ROME" in str(result.exception)
+    assert "templates.json" in str(result.exception) and "dvc repro model prepare@ROME" in str(result.exception)

@@ -178,6 +178,23 @@ def test_double_apply_raises_and_revert_needs_apply(tiny_gptj_lm: LoadedModel, m
 # --------------------------------------------------------------------------------------------- revert
 
 
+@pytest.mark.parametrize("make_first", [low_rank, dense_columns, memory, lambda: ComposedDelta([low_rank(), dense_columns()])])
+def test_out_of_order_revert_is_an_error_and_changes_nothing(tiny_gptj_lm: LoadedModel, make_first) -> None:
+    """Reverting an earlier delta under a later one would restore values the later one overwrote."""
+    model = tiny_gptj_lm.model
+    before = snapshot(model)
+    first, second = make_first(), dense_columns()
+    first.apply(model)
+    second.apply(model)
+    both = snapshot(model)
+    with pytest.raises(RuntimeError, match="out of order"):
+        first.revert(model)
+    assert first.applied and changed_tensors(model, both) == set()
+    second.revert(model)
+    first.revert(model)
+    assert changed_tensors(model, before) == set()
+
+
 def _naive_undo(delta, model) -> dict[str, torch.Tensor]:
     """What subtracting the change again would give, per touched weight."""
     if isinstance(delta, LowRankDelta):

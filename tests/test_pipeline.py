@@ -33,11 +33,12 @@ SMALL = {
     ("stats", "corpus", "tokens"): 768,
     ("stats", "corpus", "length"): 48,
     ("stats", "corpus", "batch_size"): 16,
-    # what the CounterFact suite and the statistics read (every benchmark's fetch from the mirror is a unit
-    # test in test_download.py; each further download stage here would cost a process start)
+    # what the CounterFact suite, the statistics, the prepare stages and Figure 4 read (every benchmark's fetch
+    # from the mirror is a unit test in test_download.py; each further download stage here would cost a
+    # process start)
     ("data", "benchmarks"): {
         name: {"include_optional": False}
-        for name in ("easyedit_portability", "wikitext2", "natural_questions", "sst2", "gsm8k", "samsum", "me_ppl")
+        for name in ("easyedit_portability", "wikitext2", "zsre", "natural_questions", "sst2", "gsm8k", "samsum", "me_ppl")
     },
     # Figure 4 end to end at its smallest: FT's one-edit chain, one example per task
     ("general", "methods"): ["FT"],
@@ -189,12 +190,12 @@ def locked_outs(workspace: Path) -> dict[str, list[dict]]:
 
 
 def test_recomputed_artifacts_are_byte_identical(workspace: Path) -> None:
-    """model, templates, corpus, stats and an edit stage re-run in new processes (ROME's deltas deleted
+    """model, prepare, corpus, stats and an edit stage re-run in new processes (ROME's deltas deleted
     first, so they are really recomputed) write the same bytes: dvc.lock does not change, and a forced
     statistics run leaves every delta key valid (nothing downstream re-runs)."""
     before = locked_outs(workspace)
     shutil.rmtree(workspace / "artifacts" / "deltas" / "ROME" / "counterfact")
-    forced = ["model", "templates@ROME", "corpus", "stats", "edit@ROME-counterfact"]
+    forced = ["model", "prepare@ROME", "corpus", "stats", "edit@ROME-counterfact"]
     for stage in forced:
         output = run(["dvc", "repro", "-f", "-s", stage], workspace).stdout
         assert f"Running stage '{stage}'" in output

@@ -142,3 +142,10 @@ def test_a_finding_needs_min_n_shared_records_to_be_decided() -> None:
     assert verdict(claim, Interval(40.0, 40.0, 40.0, 1), min_n=10).startswith("undecided at n = 1 (below report.min_n")
     assert verdict(claim, Interval(40.0, 20.0, 60.0, 10), min_n=10) == "supported"
     assert verdict(claim, Interval(-40.0, -60.0, -20.0, 12), min_n=10) == "contradicted"
+
+
+def test_a_method_the_survey_has_no_row_for_gets_a_dash(project: Path) -> None:
+    """KN (and GRACE) are not rows of the survey's Tables 3 and 4: their survey cell is "—", never empty or made up."""
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO((_render(project) / "table4.csv").read_text()))}
+    assert rows["KN"]["DN (survey)"] == "—" and rows["ROME"]["DN (survey)"] not in ("", "—")
+    assert "| KN |" in (_render(project) / "table4.md").read_text() and "n=2† (—)" in (_render(project) / "table4.md").read_text()

@@ -98,7 +98,7 @@ def edit_before_after(
 
 
 def missing_inputs(params: Params, method: EditMethod) -> list[Path]:
-    """The materialised model and the method's upstream artifacts (templates, statistics) not yet built."""
+    """The materialised model and the method's upstream artifacts (templates, trained editors, statistics) not yet built."""
     wanted = [layout.model_dir(params.model) / MANIFEST, *method.upstream_files()]
     return [path for path in wanted if not path.exists()]
 
@@ -107,7 +107,7 @@ def build_inputs(params: Params, method_name: str) -> None:
     """Build the model, the method's templates and (where it reads them) the statistics with the pipeline's
     own stages, through DVC, so that they are the very files `dvc repro` would use. DVC's output goes to
     stderr, leaving stdout to the command's result."""
-    stages = ["model", f"templates@{method_name}"]
+    stages = ["model", f"prepare@{method_name}"]
     if params.hparams(method_name).stats_layers():
         stages.append("stats")
     subprocess.run([sys.executable, "-m", "dvc", "repro", *stages], cwd=PROJECT_ROOT, check=True, stdout=sys.stderr)
@@ -123,7 +123,7 @@ def prepared_method(params: Params, method_name: str, may_build: bool) -> EditMe
         missing = missing_inputs(params, method)
     if missing:
         raise FileNotFoundError(
-            f"missing {', '.join(str(path) for path in missing)}; build them with `dvc repro model templates@{method_name} stats`"
+            f"missing {', '.join(str(path) for path in missing)}; build them with `dvc repro model prepare@{method_name} stats`"
             f"{'' if may_build else f' after setting model: {params.model} in params.yaml'}"
         )
     return method

@@ -34,6 +34,7 @@ CORE_SOURCES = (
     "models/adapters.py",
     "scoring/primitives.py",
     "deltas/codecs.py",
+    "deltas/codebook.py",
 )
 INDEX = "index.json"
 SIGNIFICANT_DIGITS = 6
@@ -62,7 +63,11 @@ def code_fingerprint(method: EditMethod) -> str:
 
 def build_method(params: Params, name: str) -> EditMethod:
     """The method with its hyper-parameters for the current model and its upstream artifacts."""
-    artifacts = Artifacts(templates_file=layout.templates_file(params.model, name), stats_dir=layout.stats_dir(params.model))
+    artifacts = Artifacts(
+        templates_file=layout.templates_file(params.model, name),
+        stats_dir=layout.stats_dir(params.model),
+        method_dir=layout.method_dir(params.model, name),
+    )
     return method_class(name)(params.hparams(name), artifacts)
 
 

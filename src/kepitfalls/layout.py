@@ -27,8 +27,17 @@ def pre_dir(suite: str) -> Path:
     return PROJECT_ROOT / "data" / "pre" / suite
 
 
+def method_dir(model: str, method: str) -> Path:
+    """What `prepare@<METHOD>` builds for the model: context templates, and any trained editor or store."""
+    return PROJECT_ROOT / "artifacts" / "methods" / model_key(model) / method
+
+
 def templates_file(model: str, method: str) -> Path:
-    return PROJECT_ROOT / "artifacts" / "templates" / model_key(model) / f"{method}.json"
+    return method_dir(model, method) / "templates.json"
+
+
+def prepare_metrics_file(method: str) -> Path:
+    return PROJECT_ROOT / "metrics" / "prepare" / f"{method}.json"
 
 
 def corpus_file(model: str) -> Path:

@@ -22,6 +22,32 @@ from torch import nn
 from kepitfalls.models.adapters import linear_weight
 
 MEMORY_ATTRIBUTE = "kepitfalls_memory"
+#: The deltas applied to a model, most recent last: only the most recent may be reverted.
+APPLIED_ATTRIBUTE = "kepitfalls_applied"
+
+
+def _push_applied(model: nn.Module, delta: "Delta") -> None:
+    stack = getattr(model, APPLIED_ATTRIBUTE, None)
+    if stack is None:
+        stack = []
+        setattr(model, APPLIED_ATTRIBUTE, stack)
+    stack.append(delta)
+
+
+def _check_last_applied(model: nn.Module, delta: "Delta") -> None:
+    """Reverting any delta but the most recent one would restore values a later delta has overwritten (or
+    overwrite the later delta's change): the model would end up neither original nor edited."""
+    stack = getattr(model, APPLIED_ATTRIBUTE, [])
+    if not stack or stack[-1] is not delta:
+        raise RuntimeError(
+            f"{delta.kind} delta reverted out of order: revert the most recently applied delta first "
+            f"({len(stack)} applied, this one {'not among them' if delta not in stack else 'is not the last'})"
+        )
+
+
+def _pop_applied(model: nn.Module, delta: "Delta") -> None:
+    _check_last_applied(model, delta)
+    getattr(model, APPLIED_ATTRIBUTE).pop()
 
 
 class Delta(ABC):
@@ -53,12 +79,14 @@ class Delta(ABC):
         self._saved = [(view, view.clone()) for view, _ in targets]
         for view, change in targets:
             view.add_(change.to(device=view.device, dtype=torch.float32))  # one rounding to view.dtype
+        _push_applied(model, self)
 
     @torch.no_grad()
     def revert(self, model: nn.Module) -> None:
-        """Restore the saved original values (bit for bit)."""
+        """Restore the saved original values (bit for bit); only the most recently applied delta may."""
         if self._saved is None:
             raise RuntimeError(f"{self.kind} delta is not applied")
+        _pop_applied(model, self)
         for view, original in reversed(self._saved):
             view.copy_(original)
         self._saved = None
@@ -174,12 +202,14 @@ class MemoryDelta(Delta):
             memory = []
             setattr(model, MEMORY_ATTRIBUTE, memory)
         memory.append(self)
+        _push_applied(model, self)
         self._saved = []
 
     def revert(self, model: nn.Module) -> None:
         memory = getattr(model, MEMORY_ATTRIBUTE, [])
         if not self.applied or not memory or memory[-1] is not self:
             raise RuntimeError("memory delta is not the most recently applied one")
+        _pop_applied(model, self)
         memory.pop()
         self._saved = None
 
@@ -220,6 +250,7 @@ class ComposedDelta(Delta):
     def revert(self, model: nn.Module) -> None:
         if not self.applied:
             raise RuntimeError("composed delta is not applied")
+        _check_last_applied(model, self.parts[-1])  # before any part is reverted
         for part in reversed(self.parts):
             part.revert(model)
         self._saved = None
@@ -243,7 +274,9 @@ class ComposedDelta(Delta):
         return cls(parts)
 
 
-CODECS: dict[str, type[Delta]] = {c.kind: c for c in (LowRankDelta, DenseDelta, MemoryDelta, ComposedDelta)}
+from kepitfalls.deltas.codebook import CodebookDelta  # noqa: E402  (its own module, a subclass of Delta above)
+
+CODECS: dict[str, type[Delta]] = {c.kind: c for c in (LowRankDelta, DenseDelta, MemoryDelta, ComposedDelta, CodebookDelta)}
 
 
 def decode(kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Delta:

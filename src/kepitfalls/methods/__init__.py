@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the names stay importable without torch (`kepitfalls --help
     from kepitfalls.methods.base import EditMethod
 
 #: Methods implemented here, by params key -> class name in the module of the same name.
-SUPPORTED: dict[str, str] = {"ROME": "ROME", "MEMIT": "MEMIT", "FT": "FineTune", "KN": "KnowledgeNeurons"}
+SUPPORTED: dict[str, str] = {"ROME": "ROME", "MEMIT": "MEMIT", "FT": "FineTune", "KN": "KnowledgeNeurons", "GRACE": "GRACE"}
 
 
 def method_class(name: str) -> type[EditMethod]:

@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -15,6 +15,9 @@ from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, Delta
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER, Section
+
+if TYPE_CHECKING:
+    from kepitfalls.config import Params
 
 
 class Hparams(Section):
@@ -38,10 +41,12 @@ class ValueHparams(Hparams):
 
 @dataclass
 class Artifacts:
-    """Upstream artifacts a method may read: its stored context templates and second-moment statistics."""
+    """Upstream artifacts a method may read: what its `prepare@<METHOD>` stage wrote (context templates,
+    a trained editor, an embedded store) and the second-moment statistics."""
 
     templates_file: Path | None = None
     stats_dir: Path | None = None
+    method_dir: Path | None = None
 
     @functools.cached_property
     def template_groups(self) -> list[list[str]]:
@@ -74,6 +79,12 @@ class EditMethod(ABC):
     def upstream_files(self) -> list[Path]:
         """Artifacts this method's deltas depend on; their hashes enter every delta's content key."""
         return []
+
+    def prepare(self, lm: LoadedModel, params: Params, out_dir: Path) -> dict[str, float | int | str]:
+        """Build what the method needs before its first edit (a trained editor, an embedded store) into
+        `out_dir`, the `prepare@<METHOD>` stage's output, and return figures for its metrics file. Most
+        methods need nothing beyond their context templates, which the stage writes itself."""
+        return {}
 
     @abstractmethod
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> Delta:

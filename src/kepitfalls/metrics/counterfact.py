@@ -11,13 +11,13 @@ tensor does (the paper's ~1e-5 values), and the plain KL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import harmonic_mean, mean
 from typing import Any
 
 import torch
 
-from kepitfalls.metrics.records import BINARY, MEAN, row
+from kepitfalls.metrics.records import BINARY, MEAN, diagnostic_metrics, diagnostic_rows, row
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class CaseScores:
     distracting: tuple[PromptScore, ...] = ()
     neighborhood_kl: tuple[float, ...] = ()  # plain KL per neighbourhood prompt
     distracting_kl: tuple[float, ...] = ()
+    #: per-prompt diagnostics of components an edit installed (`<quantity>_<prompt set>`), else empty
+    diagnostics: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 def kl_divergence(pre_logprobs: torch.Tensor, post_logprobs: torch.Tensor) -> torch.Tensor:
@@ -80,6 +82,7 @@ def counterfact_metrics(cases: list[CaseScores], vocab_size: int | None = None) 
                 raise ValueError("the reference-normalised NKL needs the vocabulary size")
             metrics[name] = mean(mean(v) for v in values)
             metrics[f"{name}_ref"] = metrics[name] / vocab_size
+    metrics.update(diagnostic_metrics([c.diagnostics for c in cases]))
     return metrics
 
 
@@ -114,4 +117,5 @@ def counterfact_records(cases: list[CaseScores], ids: list[str], vocab_size: int
                     raise ValueError("the reference-normalised NKL needs the vocabulary size")
                 rows.append(row(case_id, name, MEAN, mean(kl), kl))
                 rows.append(row(case_id, f"{name}_ref", MEAN, mean(kl) / vocab_size))
+        rows.extend(diagnostic_rows(case_id, c.diagnostics))
     return rows

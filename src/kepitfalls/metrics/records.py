@@ -66,3 +66,15 @@ def by_metric(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
         if len(kinds) != 1:
             raise ValueError(f"metric {name}: rows of several kinds {sorted(kinds)}")
     return grouped
+
+
+def diagnostic_metrics(per_case: Sequence[dict[str, Sequence[float]]]) -> dict[str, float]:
+    """Installed components' per-prompt diagnostics (`scoring.diagnostics`) as metrics: for each quantity, the
+    mean over the records that report it of each record's mean over its prompts."""
+    names = list(dict.fromkeys(name for d in per_case for name, values in d.items() if values))
+    return {name: mean(mean(d[name]) for d in per_case if d.get(name)) for name in names}
+
+
+def diagnostic_rows(case: str, diagnostics: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """The per-record rows behind `diagnostic_metrics`: one `mean` row per quantity the record reports."""
+    return [row(case, name, MEAN, mean(values), values) for name, values in diagnostics.items() if values]

@@ -49,14 +49,21 @@ def load_survey(table: Table, reference_dir: Path) -> dict[str, dict[str, str]]:
         return {row["method"]: row for row in csv.DictReader(handle)}
 
 
+#: The survey's cell for a method the survey's table has no row for (GRACE, KN): a dash, never a made-up value.
+NOT_IN_SURVEY = "—"
+
+
 def build(table: Table, metrics_root: Path, reference_dir: Path, options: ReportOptions) -> Frame:
     """Rows: our methods, then the survey's other methods; per column our cell and the survey's number."""
     survey = load_survey(table, reference_dir)
+
+    def published(method: str, column: Column) -> str:
+        if not column.survey:
+            return ""
+        return survey[method].get(column.survey, "") if method in survey else NOT_IN_SURVEY
+
     return {
-        method: {
-            c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), survey.get(method, {}).get(c.survey, "") if c.survey else "")
-            for c in table.columns
-        }
+        method: {c.label: (metric_cell(metrics_root, method, c.suite, c.metric, options), published(method, c)) for c in table.columns}
         for method in dict.fromkeys([*options.methods, *survey])
     }
 

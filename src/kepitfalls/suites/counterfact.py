@@ -20,6 +20,7 @@ from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
@@ -70,6 +71,8 @@ def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) 
     scores = [PromptScore(results[i].mean_prob, results[i + 1].mean_prob) for i in range(0, len(results), 2)]
     n_para, n_nbr = len(record.paraphrase_prompts), len(record.neighborhood_prompts)
     kl = kl_divergence(pre, _next_token(lm, record)).tolist()
+    sets = {"rewrite": [record.rewrite_prompt], "paraphrase": record.paraphrase_prompts,
+            "neighborhood": record.neighborhood_prompts, "distracting": distracting}
     return CaseScores(
         rewrite=scores[0],
         paraphrase=tuple(scores[1 : 1 + n_para]),
@@ -77,6 +80,7 @@ def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) 
         distracting=tuple(scores[1 + n_para + n_nbr :]),
         neighborhood_kl=tuple(kl[:n_nbr]),
         distracting_kl=tuple(kl[n_nbr:]),
+        diagnostics={name: tuple(values) for name, values in prompt_diagnostics(lm, sets).items()},
     )
 
 

@@ -36,9 +36,10 @@ from kepitfalls.metrics.locality import (
     locality_records,
     piqa_accuracy,
 )
-from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
 from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -191,9 +192,14 @@ def _edit_scores(lm: LoadedModel, record: LocalityRecord, pre_ids: torch.Tensor,
 def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
     """Edit, score and revert each OA/DN record in turn; OA, DN, OT, OT_pre, OT_ratio, with per-edit rows."""
     piqa = _piqa(records)
-    edits = []
+    edits, diagnostics = [], []
     for record in progress(_edited(records), "evaluate locality", lambda r: r.key):
         with applied(lm, deltas, [record.key]):
             edits.append(_edit_scores(lm, record, pre.tensors[record.key], piqa))
+            diagnostics.append(prompt_diagnostics(lm, {record.column: [p.prompt for p in record.probes]}))
     ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], [item.label for item in piqa])
-    return Evaluation(locality_metrics(edits, ot_pre), locality_records(edits, [r.key for r in _edited(records)]))
+    keys = [r.key for r in _edited(records)]
+    return Evaluation(
+        {**locality_metrics(edits, ot_pre), **diagnostic_metrics(diagnostics)},
+        [*locality_records(edits, keys), *(row for key, found in zip(keys, diagnostics) for row in diagnostic_rows(key, found))],
+    )

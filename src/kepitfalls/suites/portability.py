@@ -25,9 +25,10 @@ from kepitfalls.metrics.portability import (
     portability_metrics,
     portability_records,
 )
-from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -130,13 +131,16 @@ def pre_scores(lm: LoadedModel, records: list[PortabilityCase]) -> PreScores:
 
 def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
     """Edit, score and revert each record in turn; SR/RR/OH (TokAcc), *_em, and the unedited *_pre, with per-record rows."""
-    post = []
+    post, diagnostics = [], []
     for record in progress(records, "evaluate portability", lambda r: r.case_id):
         with applied(lm, deltas, [record.case_id]):
             post.append(_record_scores(record, _raw_scores(lm, record)))
+            diagnostics.append(prompt_diagnostics(lm, {record.column: [p.prompt for p in record.record.probes]}))
     unedited = [_record_scores(r, pre.values[r.case_id]) for r in records]
     ids = [r.case_id for r in records]
     return Evaluation(
-        {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records))},
-        [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre")],
+        {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records)),
+         **diagnostic_metrics(diagnostics)},
+        [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre"),
+         *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
     )
