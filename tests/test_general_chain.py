@@ -23,6 +23,7 @@ from kepitfalls.general.tasks import Example
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.params import PROJECT_ROOT
+from kepitfalls.scoring.diagnostics import install, uninstall
 from kepitfalls.suites.common import applied
 
 REQUESTS = [EditRequest("The capital of {} is", f"Land{i}", f" City{i}", " Paris") for i in range(4)]
@@ -126,3 +127,22 @@ def test_batch_cases_edit_each_checkpoints_first_n_requests_at_once(tiny_gptj_lm
     assert list(cases) == ["batch-0001", "batch-0003"]
     assert cases["batch-0003"].requests == tuple(REQUESTS[:3]) and cases["batch-0003"].base is None
     assert checkpoint_cases("batch", 3) == ["batch-0003"]
+
+
+class FiresOnCapitals:
+    """A stand-in for an installed memory component: fires on prompts that mention a capital."""
+
+    def diagnostics(self, lm: LoadedModel, prompts: list[str]) -> dict[str, list[float]]:
+        return {"codebook_hit": [float("capital" in p) for p in prompts]}
+
+
+def test_checkpoints_record_what_installed_components_report_on_each_tasks_prompts(tiny_gptj_lm: LoadedModel) -> None:
+    probes = tiny_probes(tiny_gptj_lm)
+    unedited, _ = unedited_run(tiny_gptj_lm, probes, config())
+    assert unedited["checkpoints"]["0"]["diagnostics"] == {}
+    install(tiny_gptj_lm.model, "memory", FiresOnCapitals())
+    try:
+        with_memory, _ = unedited_run(tiny_gptj_lm, probes, config())
+    finally:
+        uninstall(tiny_gptj_lm.model, "memory")
+    assert with_memory["checkpoints"]["0"]["diagnostics"] == {name: {"codebook_hit": [1.0]} for name in TASKS}

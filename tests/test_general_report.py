@@ -24,24 +24,26 @@ TASK_ROWS = {
 }
 
 
-def point(nll: list[float]) -> dict:
-    return {"tasks": TASK_ROWS, "wikitext_nll": nll}
+def point(nll: list[float], diagnostics: dict | None = None) -> dict:
+    return {"tasks": TASK_ROWS, "wikitext_nll": nll, "diagnostics": diagnostics or {}}
 
 
 UNEDITED = {"model": "m", "checkpoints": {"0": point([1.0, 2.0])}, "me_ppl": {"0": [10.0, 20.0, 90.0]}}
-RUN = {"model": "m", "mode": "sequential", "checkpoints": {"2": point([2.0, 3.0])}, "me_ppl": {"1": [11.0, 21.0, 91.0], "2": [12.0, 22.0, 92.0]}}
+RUN = {"model": "m", "mode": "sequential", "checkpoints": {"2": point([2.0, 3.0], {"sst2": {"codebook_hit": [1.0, 0.0]}})}, "me_ppl": {"1": [11.0, 21.0, 91.0], "2": [12.0, 22.0, 92.0]}}
 
 
 def test_rows_hold_every_task_scorer_and_point_with_the_unedited_start() -> None:
     rows = run_rows("FT", "sequential", UNEDITED, RUN, RESAMPLING)
     assert all(tuple(row) == COLUMNS for row in rows)
-    assert {(r["task"], r["scorer"]) for r in rows if r["task"] in TASKS} == {(t, s) for t in TASKS for s in SCORERS}
+    assert {(r["task"], r["scorer"]) for r in rows if r["task"] in TASKS and r["scorer"] in SCORERS} == {(t, s) for t in TASKS for s in SCORERS}
     assert {r["edits"] for r in rows if r["task"] == "sst2"} == {0, 2}
     assert sorted({r["edits"] for r in rows if r["task"] == "me_ppl"}) == [0, 1, 2]
     sst2 = next(r for r in rows if (r["task"], r["scorer"], r["edits"]) == ("sst2", "clean", 0))
     assert (sst2["value"], sst2["n"]) == (0.5, 2) and 0 < sst2["ci_low"] < 0.5 < sst2["ci_high"] < 1
     ppl = {(r["edits"], r["metric"]): r["value"] for r in rows if r["task"] == "me_ppl"}
     assert ppl[(0, "mean")] == 40.0 and ppl[(0, "median")] == 20.0 and ppl[(2, "median")] == 22.0
+    hits = [r for r in rows if r["scorer"] == "diagnostic"]
+    assert [(r["edits"], r["task"], r["metric"], r["value"], r["n"]) for r in hits] == [(2, "sst2", "codebook_hit", 0.5, 2)]
     wiki = next(r for r in rows if r["task"] == "wikitext2" and r["edits"] == 2)
     assert wiki["value"] == pytest.approx(math.exp(2.5), rel=1e-5)
 

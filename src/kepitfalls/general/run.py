@@ -23,6 +23,7 @@ from kepitfalls.general.perplexity import mean_nlls, sentence_perplexities, wiki
 from kepitfalls.general.names import TASKS
 from kepitfalls.general.tasks import Example, examples
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.suites.common import applied
 
 
@@ -45,7 +46,8 @@ def me_ppl(lm: LoadedModel, probes: Probes, config: General) -> list[float]:
 
 
 def checkpoint(lm: LoadedModel, probes: Probes, config: General, timings: dict[str, float]) -> dict[str, Any]:
-    """Every task's generations and the WikiText-2 windows' NLLs on the model as it is now."""
+    """Every task's generations, the WikiText-2 windows' NLLs and the installed components' diagnostics on the
+    model as it is now."""
     started = time.perf_counter()
     tasks = {}
     for name, items in probes.tasks.items():
@@ -53,7 +55,17 @@ def checkpoint(lm: LoadedModel, probes: Probes, config: General, timings: dict[s
         tasks[name] = [{"id": e.id, "refs": list(e.refs), "new": g.new, "full": g.full} for e, g in zip(items, generations)]
     wikitext = mean_nlls(lm, probes.wikitext, config.me_ppl.batch_size)
     timings.setdefault("checkpoint_seconds", []).append(time.perf_counter() - started)
-    return {"tasks": tasks, "wikitext_nll": wikitext}
+    return {"tasks": tasks, "wikitext_nll": wikitext, "diagnostics": diagnostics(lm, probes)}
+
+
+def diagnostics(lm: LoadedModel, probes: Probes) -> dict[str, dict[str, list[float]]]:
+    """Per task, what the components the deltas installed report on its prompts (a codebook's hits, a
+    router's choices: the evidence behind a memory method's flat line); empty for a model without any."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for name, items in probes.tasks.items():
+        for key, values in prompt_diagnostics(lm, {name: [e.prompt for e in items]}).items():
+            found.setdefault(name, {})[key.removesuffix(f"_{name}")] = values
+    return found
 
 
 def unedited_run(lm: LoadedModel, probes: Probes, config: General) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -39,7 +39,8 @@ def summary(values: Sequence[float], binary: bool, resampling: Bootstrap, statis
 
 
 def task_rows(point: dict[str, Any], resampling: Bootstrap) -> list[dict[str, Any]]:
-    """Every task's every scorer and metric at one checkpoint, from its stored generations."""
+    """Every task's every scorer and metric at one checkpoint, from its stored generations; the installed
+    components' diagnostics on its prompts (scorer `diagnostic`, e.g. the share of prompts a codebook fires on)."""
     rows = []
     for task, stored in sorted(point["tasks"].items()):
         items = [Example(row["id"], "", tuple(row["refs"])) for row in stored]
@@ -49,6 +50,9 @@ def task_rows(point: dict[str, Any], resampling: Bootstrap) -> list[dict[str, An
             values = scorer.score(items, generations)
             for metric in scorer.metrics:
                 rows.append({"task": task, "scorer": scorer_name, "metric": metric, **summary(values[metric], scorer.binary, resampling)})
+    for task, quantities in sorted(point["diagnostics"].items()):
+        rows.extend({"task": task, "scorer": "diagnostic", "metric": quantity, **summary(values, False, resampling)}
+                    for quantity, values in sorted(quantities.items()))
     nll = np.asarray(point["wikitext_nll"])
     rows.append({"task": WIKITEXT, "scorer": "test", "metric": "perplexity",
                  **summary(nll, False, resampling, lambda r: np.exp(r.mean(axis=-1)))})
