@@ -33,9 +33,25 @@ SMALL = {
     ("stats", "corpus", "tokens"): 768,
     ("stats", "corpus", "length"): 48,
     ("stats", "corpus", "batch_size"): 16,
-    # what the CounterFact suite, the statistics and the prepare stages read (every benchmark's fetch from the
-    # mirror is a unit test in test_download.py; each further download stage here would cost a process start)
-    ("data", "benchmarks"): {name: {"include_optional": False} for name in ("easyedit_portability", "wikitext2", "zsre")},
+    # what the CounterFact suite, the statistics, the prepare stages and Figure 4 read (every benchmark's fetch
+    # from the mirror is a unit test in test_download.py; each further download stage here would cost a
+    # process start)
+    ("data", "benchmarks"): {
+        name: {"include_optional": False}
+        for name in ("easyedit_portability", "wikitext2", "zsre", "natural_questions", "sst2", "gsm8k", "samsum", "me_ppl")
+    },
+    # Figure 4 end to end at its smallest: FT's one-edit chain, one example per task
+    ("general", "methods"): ["FT"],
+    ("general", "edits"): 1,
+    ("general", "checkpoints"): [0, 1],
+    ("general", "tasks"): {
+        "nq": {"subset_size": 1, "max_new_tokens": 4, "passages": None},
+        "sst2": {"subset_size": 1, "max_new_tokens": 1},
+        "gsm8k": {"subset_size": 1, "max_new_tokens": 2},
+        "samsum": {"subset_size": 1, "max_new_tokens": 4},
+    },
+    ("general", "me_ppl", "subset_size"): 2,
+    ("general", "wikitext"): {"sequences": 1, "length": 16, "seed": 0},
 }
 
 
@@ -135,7 +151,7 @@ def test_model_stage_converts_smollm2_with_the_right_tokenizer(workspace: Path) 
 
 def test_every_configured_benchmark_is_downloaded_from_the_mirror(workspace: Path, data_mirror: Path) -> None:
     configured = yaml.safe_load((workspace / "params.yaml").read_text())["data"]["benchmarks"]
-    assert set(configured) == {"easyedit_portability", "wikitext2"}
+    assert set(configured) == set(SMALL[("data", "benchmarks")])
     for name in configured:
         manifest = json.loads((workspace / "data" / "raw" / name / "MANIFEST.json").read_text())
         assert manifest["files"], name

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from kepitfalls.general.config import General
 from kepitfalls.methods import SUPPORTED as METHODS, method_class
 from kepitfalls.methods.base import Hparams
 from kepitfalls.models.registry import known_depth, model_key
@@ -129,6 +130,7 @@ class Params(Section):
     suites: Suites
     methods: Methods
     report: Report
+    general: General
 
     @property
     def model_key(self) -> str:
@@ -181,10 +183,10 @@ class Params(Section):
         """Every method the report runs has hyper-parameters for the model, and statistics for its layers."""
         problems = []
         key = self.model_key
-        for method in self.report.methods:
+        for method in dict.fromkeys([*self.report.methods, *self.general.methods, *self.general.batch_methods]):
             per_model = getattr(self.methods, method)
             if key not in per_model:
-                problems.append(f"methods.{method}.{key}: missing (report.methods runs {method} on {self.model})")
+                problems.append(f"methods.{method}.{key}: missing (report.methods or general runs {method} on {self.model})")
                 continue
             missing = sorted(set(per_model[key].stats_layers()) - set(self.stats.layers))
             if missing:

@@ -96,22 +96,30 @@ def suite_cases(suite: str, records: list[Any]) -> dict[str, EditCase]:
 
 
 def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path) -> dict[str, Any]:
-    """Compute (or reuse) the delta of every case; write the case → key index last, atomically.
+    """Compute (or reuse) the delta of every case of the suite (`store_deltas`)."""
+    records = load_records(layout.suite_records(suite), suite_module(suite).RECORD_TYPE)
+    cases = suite_cases(suite, records)
+    return store_deltas(lm, method_name, build_method(params, method_name), cases, out_dir, {"suite": suite})
+
+
+def store_deltas(
+    lm: LoadedModel, method_name: str, method: EditMethod, cases: dict[str, EditCase], out_dir: Path, label: dict[str, Any]
+) -> dict[str, Any]:
+    """Compute (or reuse) the delta of every case, each with its base chain applied; write the case → key
+    index (with `label`) last, atomically.
 
     Returns the run's statistics (computed, reused, seconds per edit); they stay out of `out_dir`, whose
     bytes must depend only on what the deltas were computed from.
     """
-    records = load_records(layout.suite_records(suite), suite_module(suite).RECORD_TYPE)
-    cases = suite_cases(suite, records)
-    method = build_method(params, method_name)
     keys = delta_keys(lm, method_name, method, cases)
     store = DeltaStore(out_dir)
     index: dict[str, dict[str, Any]] = {}
     deltas: dict[str, Delta] = {}
     seconds: list[float] = []
+    what = f"edit {method_name} on {' '.join(str(v) for v in label.values())}"
     stored = sum(store.has(key) for key in keys.values())
-    print(f"edit {method_name} on {suite}: {stored} of {len(keys)} deltas already stored, reused", file=sys.stderr)
-    for case_id, case in progress(cases.items(), f"edit {method_name} on {suite}", lambda item: item[0]):
+    print(f"{what}: {stored} of {len(keys)} deltas already stored, reused", file=sys.stderr)
+    for case_id, case in progress(cases.items(), what, lambda item: item[0]):
         key = keys[case_id]
         stored = store.reuse(key)
         if stored is not None:
@@ -124,7 +132,7 @@ def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, ou
             store.put(key, deltas[case_id])
         index[case_id] = {"key": key, "base": case.base, "bytes": store.path(key).stat().st_size}
     store.prune({entry["key"] for entry in index.values()})
-    write_json(out_dir / INDEX, {"method": method_name, "suite": suite, "model": lm.identity, "cases": index})
+    write_json(out_dir / INDEX, {"method": method_name, **label, "model": lm.identity, "cases": index})
     return {
         "computed": len(seconds),
         "reused": len(index) - len(seconds),

@@ -79,3 +79,27 @@ def protocol_file(method: str, suite: str) -> Path:
 
 def reports_dir() -> Path:
     return PROJECT_ROOT / "reports"
+
+
+def general_unedited_file() -> Path:
+    """The unedited model's Figure-4 outputs (the n = 0 point of every line)."""
+    return PROJECT_ROOT / "artifacts" / "general" / "unedited.json"
+
+
+def general_run_file(method: str, mode: str) -> Path:
+    """A method's Figure-4 raw outputs along its chain in one mode (sequential or batch)."""
+    return PROJECT_ROOT / "artifacts" / "general" / method / f"{mode}.json"
+
+
+def general_metrics_file(method: str) -> Path:
+    return PROJECT_ROOT / "metrics" / "general" / f"{method}.json"
+
+
+def general_plot_file(method: str) -> Path:
+    """The tidy CSV `dvc plots` draws Figure 4 from."""
+    return PROJECT_ROOT / "plots" / "general" / f"{method}.csv"
+
+
+def general_timing_file(name: str) -> Path:
+    """The last Figure-4 run's timings (untracked, like `edit_run_file`)."""
+    return PROJECT_ROOT / ".runs" / "general" / f"{name}.json"

@@ -1,0 +1,56 @@
+"""Batched greedy generation for the Figure-4 tasks: left padding, the KV cache, two decodings per prompt.
+
+`new` is the continuation alone (what the clean scorers read). `full` is the prompt and the continuation
+decoded together with special tokens kept, as Gu et al. decode `generate`'s whole output row (their scorers
+split it on a marker and chop a trailing `<|endoftext|>`); the left padding is left out of `full`: Gu et al.
+pad every prompt to the tokenizer's maximum length, which with an attention mask changes nothing but the
+pad strings at the start of the text and multiplies the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring.primitives import prompt_ids
+
+
+@dataclass(frozen=True)
+class Generation:
+    new: str
+    full: str
+
+
+@torch.inference_mode()
+def greedy(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[Generation]:
+    """Greedy continuations of every prompt, `batch_size` prompts per `generate` call.
+
+    Prompts are sorted by length within the call order so a batch pads little; results come back in the
+    prompts' order. Finished rows are padded with EOS by `generate`, as in Gu et al.'s runs.
+    """
+    tokenizer, model = lm.tokenizer, lm.model
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    results: dict[int, Generation] = {}
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, index in enumerate(rows):
+            ids[row, width - len(encoded[index]) :] = torch.tensor(encoded[index])
+            mask[row, width - len(encoded[index]) :] = 1
+        output = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+            do_sample=False, use_cache=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        ).cpu()
+        for row, index in enumerate(rows):
+            continuation = output[row, width:].tolist()
+            results[index] = Generation(
+                new=tokenizer.decode(continuation, skip_special_tokens=True),
+                full=tokenizer.decode(encoded[index] + continuation, skip_special_tokens=False),
+            )
+    return [results[i] for i in range(len(prompts))]

@@ -1,0 +1,106 @@
+"""Walking a method's chain and measuring the model at each point: what the `general@` stages store.
+
+A run holds raw outputs only (generations, per-sentence perplexities, per-window NLLs), never scores, so a
+scorer change re-scores without re-generating. Its bytes depend only on the model, the deltas and the
+configuration; timings go to stderr and the caller's run file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kepitfalls.data.me_ppl import load_me_ppl
+from kepitfalls.data.records import select_subset
+from kepitfalls.deltas.codecs import Delta
+from kepitfalls.general.chain import checkpoint_cases
+from kepitfalls.general.config import General, Mode
+from kepitfalls.general.generation import greedy
+from kepitfalls.general.perplexity import mean_nlls, sentence_perplexities, wikitext_windows
+from kepitfalls.general.names import TASKS
+from kepitfalls.general.tasks import Example, examples
+from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
+from kepitfalls.suites.common import applied
+
+
+@dataclasses.dataclass
+class Probes:
+    """What every point of every chain is measured on, built once per run."""
+
+    tasks: dict[str, list[Example]]
+    me_ppl: list[str]
+    wikitext: list[list[int]]
+
+    @classmethod
+    def build(cls, lm: LoadedModel, raw_root: Path, config: General) -> Probes:
+        tasks = {name: examples(name, raw_root, getattr(config.tasks, name), config.seed) for name in TASKS}
+        return cls(tasks, select_subset(load_me_ppl(raw_root / config.me_ppl.file), config.me_ppl.subset_size, config.seed), wikitext_windows(lm, raw_root / "wikitext2" / "test.txt", config.wikitext))
+
+
+def me_ppl(lm: LoadedModel, probes: Probes, config: General) -> list[float]:
+    return sentence_perplexities(lm, probes.me_ppl, config.me_ppl.batch_size)
+
+
+def checkpoint(lm: LoadedModel, probes: Probes, config: General, timings: dict[str, float]) -> dict[str, Any]:
+    """Every task's generations, the WikiText-2 windows' NLLs and the installed components' diagnostics on the
+    model as it is now."""
+    started = time.perf_counter()
+    tasks = {}
+    for name, items in probes.tasks.items():
+        generations = greedy(lm, [e.prompt for e in items], getattr(config.tasks, name).max_new_tokens, config.batch_size)
+        tasks[name] = [{"id": e.id, "refs": list(e.refs), "new": g.new, "full": g.full} for e, g in zip(items, generations)]
+    wikitext = mean_nlls(lm, probes.wikitext, config.me_ppl.batch_size)
+    timings.setdefault("checkpoint_seconds", []).append(time.perf_counter() - started)
+    return {"tasks": tasks, "wikitext_nll": wikitext, "diagnostics": diagnostics(lm, probes)}
+
+
+def diagnostics(lm: LoadedModel, probes: Probes) -> dict[str, dict[str, list[float]]]:
+    """Per task, what the components the deltas installed report on its prompts (a codebook's hits, a
+    router's choices: the evidence behind a memory method's flat line); empty for a model without any."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for name, items in probes.tasks.items():
+        for key, values in prompt_diagnostics(lm, {name: [e.prompt for e in items]}).items():
+            found.setdefault(name, {})[key.removesuffix(f"_{name}")] = values
+    return found
+
+
+def unedited_run(lm: LoadedModel, probes: Probes, config: General) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The n = 0 point every method's line starts from, measured once."""
+    timings: dict[str, Any] = {}
+    point = checkpoint(lm, probes, config, timings)
+    return {"model": lm.identity, "checkpoints": {"0": point}, "me_ppl": {"0": me_ppl(lm, probes, config)}}, timings
+
+
+def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: dict[str, Delta]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sequential: the chain's deltas applied one after another, ME-PPL after each, the tasks at each edited
+    checkpoint. Batch: each checkpoint's one delta applied alone. The model is restored on return."""
+    timings: dict[str, Any] = {}
+    points: dict[str, Any] = {}
+    perplexities: dict[str, list[float]] = {}
+    if mode == "sequential":
+        done: list[Delta] = []
+        try:
+            for position, case in enumerate(checkpoint_cases(mode, config.edits), start=1):
+                deltas[case].apply(lm.model)
+                done.append(deltas[case])
+                started = time.perf_counter()
+                perplexities[str(position)] = me_ppl(lm, probes, config)
+                timings.setdefault("me_ppl_seconds", []).append(time.perf_counter() - started)
+                if position in config.checkpoints:
+                    points[str(position)] = checkpoint(lm, probes, config, timings)
+                    print(f"checkpoint {position}: {timings['checkpoint_seconds'][-1]:.1f} s", file=sys.stderr)
+        finally:
+            for delta in reversed(done):
+                delta.revert(lm.model)
+    else:
+        for n in config.edited_checkpoints:
+            with applied(lm, deltas, checkpoint_cases(mode, n)):
+                started = time.perf_counter()
+                perplexities[str(n)] = me_ppl(lm, probes, config)
+                timings.setdefault("me_ppl_seconds", []).append(time.perf_counter() - started)
+                points[str(n)] = checkpoint(lm, probes, config, timings)
+    return {"model": lm.identity, "mode": mode, "checkpoints": points, "me_ppl": perplexities}, timings
