@@ -46,6 +46,7 @@ def _tiny_project(tmp_path: Path) -> Path:
     raw["model"] = "tiny-llama"
     raw["stats"]["layers"] = [1]
     raw["report"]["methods"] = ["ROME"]
+    raw["general"]["methods"] = ["ROME"]
     raw["methods"]["ROME"]["tiny-llama"] = {
         **raw["methods"]["ROME"]["smollm2-135m"], "layer": 1, "v_lr": 0.05, "kl_factor": 0.0, "v_weight_decay": 0.0, "mom2_adjustment": False,
     }
