@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from fixtures_models import single_thread, tiny_lm  # noqa: F401
-from kepitfalls import layout
 from kepitfalls.data.zsre import ZsreRecord
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, MemoryDelta
-from kepitfalls.data.records import EditRequest
 from kepitfalls.methods.IKE import IKE, IKEHparams, IKERouter, build_store, context, kind_sequence, select_demonstrations
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.models.loading import LoadedModel
@@ -106,31 +104,3 @@ def test_a_context_longer_than_the_model_allows_is_refused_at_edit_time(tiny_lm:
     with pytest.raises(ValueError, match="reserve_tokens"):
         method._check_length(tiny_lm, entry)
     IKE(hparams.model_copy(update={"reserve_tokens": 1}), Artifacts())._check_length(tiny_lm, {"fact": "F", "demos": ["D"]})
-
-
-@pytest.mark.integration
-def test_smollm2_answers_the_edited_prompt_and_reverts_exactly() -> None:
-    """On SmolLM2 with the prepared store (`dvc repro prepare@IKE`): the new target's probability on the edited
-    prompt grows severalfold (SmolLM2-135M follows the context only partly) and revert restores every score."""
-    from kepitfalls.editing import build_method
-    from kepitfalls.params import load_params
-    from kepitfalls.runtime import load_current_model
-
-    params = load_params()
-    method = build_method(params, "IKE")
-    if not all(path.is_file() for path in method.upstream_files()) or not (layout.model_dir(params.model) / "config.json").is_file():
-        pytest.skip("needs the materialised model and the prepare@IKE store")
-    lm = load_current_model(params)
-    request = EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", "Paris")
-    prompts = ["The Eiffel Tower is located in the city of", "The Eiffel Tower stands in the city of"]
-    before = P.teacher_forced(lm.model, lm.tokenizer, prompts, ["Rome"] * 2)
-    delta = method.edit(lm, [request])
-    with installed(lm.model, method.router()) as router:
-        delta.apply(lm.model)
-        try:
-            after = P.teacher_forced(lm.model, lm.tokenizer, prompts, ["Rome"] * 2)
-        finally:
-            delta.revert(lm.model)
-    assert len(delta.entries[0]["demos"]) == 16 and router.routed["teacher_forced"] == 2
-    assert all(a.mean_prob > 2 * b.mean_prob for a, b in zip(after, before))
-    assert P.teacher_forced(lm.model, lm.tokenizer, prompts, ["Rome"] * 2) == before
