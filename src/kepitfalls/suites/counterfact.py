@@ -20,7 +20,7 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, counterfact_records, kl_divergence
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
+from kepitfalls.scoring.primitives import PromptScores, score_prompts
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
 
@@ -52,24 +52,30 @@ def _distracting(record: CounterFactRecord) -> tuple[str, ...]:
     return distract_neighbor([record])[0].prompts
 
 
-def _next_token(lm: LoadedModel, record: CounterFactRecord) -> torch.Tensor:
+def _scored(lm: LoadedModel, record: CounterFactRecord) -> list[PromptScores]:
+    """The rewrite, paraphrase, neighbourhood and distracting prompts, each with both targets and its next-token
+    distribution, in one call: the same call before and after the edit, so an unchanged model gives
+    bit-identical distributions (NKL exactly 0)."""
+    prompts = [record.rewrite_prompt, *record.paraphrase_prompts, *record.neighborhood_prompts, *_distracting(record)]
+    targets = [(record.target_new, record.target_true)] * len(prompts)
+    return score_prompts(lm.model, lm.tokenizer, prompts, targets, batch_size=len(prompts))
+
+
+def _next_token(record: CounterFactRecord, scored: list[PromptScores]) -> torch.Tensor:
     """Next-token log-probabilities after the neighbourhood then the distracting prompts."""
-    return next_token_logprobs(lm.model, lm.tokenizer, [*record.neighborhood_prompts, *_distracting(record)])
+    return torch.stack([s.next_token for s in scored[1 + len(record.paraphrase_prompts) :]])
 
 
 def pre_scores(lm: LoadedModel, records: list[CounterFactRecord]) -> PreScores:
     """The unedited next-token distributions NKL compares against."""
-    return PreScores(tensors={str(r.case_id): _next_token(lm, r) for r in records})
+    return PreScores(tensors={str(r.case_id): _next_token(r, _scored(lm, r)) for r in records})
 
 
 def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) -> CaseScores:
-    distracting = _distracting(record)
-    prompts = [record.rewrite_prompt, *record.paraphrase_prompts, *record.neighborhood_prompts, *distracting]
-    pairs = [(p, t) for p in prompts for t in (record.target_new, record.target_true)]
-    results = teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs], batch_size=len(pairs))
-    scores = [PromptScore(results[i].mean_prob, results[i + 1].mean_prob) for i in range(0, len(results), 2)]
+    scored = _scored(lm, record)
+    scores = [PromptScore(*(r.mean_prob for r in s.forced)) for s in scored]
     n_para, n_nbr = len(record.paraphrase_prompts), len(record.neighborhood_prompts)
-    kl = kl_divergence(pre, _next_token(lm, record)).tolist()
+    kl = kl_divergence(pre, _next_token(record, scored)).tolist()
     return CaseScores(
         rewrite=scores[0],
         paraphrase=tuple(scores[1 : 1 + n_para]),
