@@ -21,9 +21,10 @@ if __name__ == "__main__":
     params = load_params()
     params.hparams(method)  # this cell's block exists for the model before the model loads
     configure(params)
+    lm = load_current_model(params)
     evaluation = evaluate_suite(
-        load_current_model(params), params, method, suite, layout.deltas_dir(method, suite),
-        workers=worker_count(params), loader=partial(worker_model, params),
+        lm, params, method, suite, layout.deltas_dir(method, suite), workers=worker_count(params, lm),
+        loader=partial(worker_model, params),
     )
     write_json(layout.metrics_file(method, suite), evaluation.metrics)
     write_jsonl(layout.records_file(method, suite), evaluation.records)

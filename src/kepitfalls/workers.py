@@ -28,13 +28,16 @@ CaseFn = Callable[[LoadedModel, T], R]
 _worker: tuple[LoadedModel, CaseFn] | None = None
 
 
-def worker_count(params: Params) -> int:
-    """$KEPITFALLS_WORKERS, else `runtime.workers`, else the CPUs this process may run on.
+def worker_count(params: Params, lm: LoadedModel) -> int:
+    """$KEPITFALLS_WORKERS, else `runtime.workers`, else the CPUs this process may run on for a model on
+    the CPU and one process for a model on an accelerator (each worker holds its own copy of the model).
 
     Like the thread count it changes speed, not results, so it is not a stage parameter.
     """
     configured = os.environ.get("KEPITFALLS_WORKERS") or params.runtime.workers
     if configured is None:
+        if lm.model.device.type != "cpu":
+            return 1
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     count = int(configured)
     if count < 1:
