@@ -77,4 +77,7 @@ def map_cases(
         raise ValueError(f"{desc}: {count} workers need a loader to build their model")
     context = multiprocessing.get_context("spawn")  # no fork: torch's thread pools do not survive it
     with context.Pool(count, initializer=_start, initargs=(loader, fn)) as pool:
-        return list(progress(pool.imap(_run, items, chunksize=1), desc))
+        results = list(progress(pool.imap(_run, items, chunksize=1), desc))
+        pool.close()  # let the workers exit on their own before the pool is torn down
+        pool.join()
+    return results
