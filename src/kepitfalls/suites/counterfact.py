@@ -9,6 +9,7 @@ neighbourhood prompt`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -19,7 +20,6 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, counterfact_records, kl_divergence
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
@@ -80,11 +80,23 @@ def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) 
     )
 
 
-def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Edit, score and revert each case in turn; summarise, with the per-case rows."""
-    cases = []
-    for record in progress(records, "evaluate counterfact", lambda r: str(r.case_id)):
-        with applied(lm, deltas, [str(record.case_id)]):
-            cases.append(_case_scores(lm, record, pre.tensors[str(record.case_id)]))
+def items(records: list[CounterFactRecord]) -> list[CounterFactRecord]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(lm: LoadedModel, record: CounterFactRecord, deltas: Mapping[str, Delta], pre: PreScores) -> CaseScores:
+    """Edit, score and revert one case."""
+    with applied(lm, deltas, [str(record.case_id)]):
+        return _case_scores(lm, record, pre.tensors[str(record.case_id)])
+
+
+def summarise(lm: LoadedModel, records: list[CounterFactRecord], cases: list[CaseScores], pre: PreScores) -> Evaluation:
+    """The suite's metrics with the per-case rows."""
     vocab_size, ids = lm.model.config.vocab_size, [str(r.case_id) for r in records]
     return Evaluation(counterfact_metrics(cases, vocab_size=vocab_size), counterfact_records(cases, ids, vocab_size=vocab_size))
+
+
+def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every case scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)

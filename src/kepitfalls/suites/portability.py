@@ -12,6 +12,7 @@ zsRE question, 4 of 293 SR and 5 of 385 RR records) are left out: the locate-the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,6 @@ from kepitfalls.metrics.portability import (
 )
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
@@ -128,15 +128,27 @@ def pre_scores(lm: LoadedModel, records: list[PortabilityCase]) -> PreScores:
     return PreScores(values={r.case_id: _raw_scores(lm, r) for r in records})
 
 
-def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Edit, score and revert each record in turn; SR/RR/OH (TokAcc), *_em, and the unedited *_pre, with per-record rows."""
-    post = []
-    for record in progress(records, "evaluate portability", lambda r: r.case_id):
-        with applied(lm, deltas, [record.case_id]):
-            post.append(_record_scores(record, _raw_scores(lm, record)))
+def items(records: list[PortabilityCase]) -> list[PortabilityCase]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(lm: LoadedModel, record: PortabilityCase, deltas: Mapping[str, Delta], pre: PreScores) -> RecordScores:
+    """Edit, score and revert one record."""
+    with applied(lm, deltas, [record.case_id]):
+        return _record_scores(record, _raw_scores(lm, record))
+
+
+def summarise(lm: LoadedModel, records: list[PortabilityCase], post: list[RecordScores], pre: PreScores) -> Evaluation:
+    """SR/RR/OH (TokAcc), *_em, and the unedited *_pre, with per-record rows."""
     unedited = [_record_scores(r, pre.values[r.case_id]) for r in records]
     ids = [r.case_id for r in records]
     return Evaluation(
         {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records))},
         [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre")],
     )
+
+
+def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every record scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)
