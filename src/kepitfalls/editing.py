@@ -120,11 +120,13 @@ def _groups(cases: dict[str, EditCase], keys: dict[str, str]) -> list[list[tuple
 
 
 def edit_suite(
-    lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path, workers: int = 1, loader: Loader | None = None
+    lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path, workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
 ) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case; write the case → key index last, atomically.
 
-    Chains of cases that need computing fan out over `workers` processes (`loader` builds their model).
+    Chains of cases that need computing fan out over `workers` processes or Ray actors (`engine`; `loader`
+    builds their model).
     Returns the run's statistics (computed, reused, seconds per edit); they stay out of `out_dir`, whose
     bytes must depend only on what the deltas were computed from.
     """
@@ -137,7 +139,7 @@ def edit_suite(
     print(f"edit {method_name} on {suite}: {len(stored)} of {len(keys)} deltas already stored, reused", file=sys.stderr)
     todo = [group for group in _groups(cases, keys) if any(case_id not in stored for case_id, _, _ in group)]
     runs = map_cases(lm, loader, partial(_edit_group, method, out_dir), todo, workers, f"edit {method_name} on {suite}",
-                     lambda group: group[0][0])
+                     lambda group: group[0][0], engine)
     seconds = [s for run in runs for s in run.values() if s is not None]
     index = {case_id: {"key": key, "base": cases[case_id].base, "bytes": store.path(key).stat().st_size} for case_id, key in keys.items()}
     store.prune(set(keys.values()))
@@ -199,7 +201,8 @@ def _score(suite: str, deltas: Mapping[str, Delta], pre: PreScores, lm: LoadedMo
 
 
 def evaluate_suite(
-    lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path, workers: int = 1, loader: Loader | None = None
+    lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path, workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
 ) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
     with `<name>_n` (records) for every metric that has per-record rows, and those rows.
@@ -214,7 +217,8 @@ def evaluate_suite(
     records = load_records(layout.suite_records(suite), module.RECORD_TYPE)
     expected = delta_keys(lm, method_name, build_method(params, method_name), suite_cases(suite, records))
     deltas, pre = load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite))
-    scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, f"evaluate {method_name} on {suite}")
+    scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, f"evaluate {method_name} on {suite}",
+                        engine=engine)
     result = module.summarise(lm, records, scores, pre)
     metrics = {name: _rounded(value) for name, value in result.metrics.items()}
     for name, rows in by_metric(result.records).items():
