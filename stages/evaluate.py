@@ -14,7 +14,7 @@ from kepitfalls.atomic import write_json, write_jsonl
 from kepitfalls.editing import evaluate_suite, protocol
 from kepitfalls.params import load_params
 from kepitfalls.runtime import configure, load_current_model, worker_model
-from kepitfalls.workers import worker_count
+from kepitfalls.workers import engine_name, worker_count
 
 if __name__ == "__main__":
     method, suite = sys.argv[1], sys.argv[2]
@@ -24,7 +24,7 @@ if __name__ == "__main__":
     lm = load_current_model(params)
     evaluation = evaluate_suite(
         lm, params, method, suite, layout.deltas_dir(method, suite), workers=worker_count(params, lm),
-        loader=partial(worker_model, params),
+        loader=partial(worker_model, params), engine=engine_name(params),
     )
     write_json(layout.metrics_file(method, suite), evaluation.metrics)
     write_jsonl(layout.records_file(method, suite), evaluation.records)

@@ -44,6 +44,7 @@ class Runtime(Section):
 
     threads: PositiveInt
     workers: PositiveInt | None
+    engine: Literal["local", "ray"]
     device: str | None
 
 

@@ -126,12 +126,13 @@ def _groups(cases: dict[str, EditCase], keys: dict[str, str]) -> list[list[tuple
 
 
 def edit_suite(
-    lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path, workers: int = 1, loader: Loader | None = None
+    lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path, workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
 ) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case of the suite (`store_deltas`)."""
     records = load_records(layout.suite_records(suite), suite_module(suite).RECORD_TYPE)
     cases = suite_cases(suite, records)
-    return store_deltas(lm, method_name, build_method(params, method_name), cases, out_dir, {"suite": suite}, workers, loader)
+    return store_deltas(lm, method_name, build_method(params, method_name), cases, out_dir, {"suite": suite}, workers, loader, engine)
 
 
 def store_deltas(
@@ -143,11 +144,13 @@ def store_deltas(
     label: dict[str, Any],
     workers: int = 1,
     loader: Loader | None = None,
+    engine: str = "local",
 ) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case, each with its base chain applied; write the case → key
     index (with `label`) last, atomically.
 
-    Chains of cases that need computing fan out over `workers` processes (`loader` builds their model).
+    Chains of cases that need computing fan out over `workers` processes or Ray actors (`engine`; `loader`
+    builds their model).
     Returns the run's statistics (computed, reused, seconds per edit); they stay out of `out_dir`, whose
     bytes must depend only on what the deltas were computed from.
     """
@@ -157,7 +160,7 @@ def store_deltas(
     stored = {case_id for case_id, key in keys.items() if store.reuse(key) is not None}
     print(f"{what}: {len(stored)} of {len(keys)} deltas already stored, reused", file=sys.stderr)
     todo = [group for group in _groups(cases, keys) if any(case_id not in stored for case_id, _, _ in group)]
-    runs = map_cases(lm, loader, partial(_edit_group, method, out_dir), todo, workers, what, lambda group: group[0][0])
+    runs = map_cases(lm, loader, partial(_edit_group, method, out_dir), todo, workers, what, lambda group: group[0][0], engine)
     seconds = [s for run in runs for s in run.values() if s is not None]
     index = {case_id: {"key": key, "base": cases[case_id].base, "bytes": store.path(key).stat().st_size} for case_id, key in keys.items()}
     store.prune(set(keys.values()))
@@ -219,14 +222,16 @@ def _score(suite: str, deltas: Mapping[str, Delta], pre: PreScores, lm: LoadedMo
 
 
 def evaluate_suite(
-    lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path, workers: int = 1, loader: Loader | None = None
+    lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path, workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
 ) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
     with `<name>_n` (records) for every metric that has per-record rows, and those rows; a memory-based
     method's router is installed meanwhile, and its counts (prompts seen and routed per primitive) join the
     metrics.
 
-    Records are scored one by one (`score`, fanned out over `workers` processes) and summarised together.
+    Records are scored one by one (`score`, fanned out over `workers` processes or Ray actors, `engine`) and
+    summarised together.
 
     Refuses deltas whose keys are not those the current method, hyper-parameters and requests give. A
     metric whose rows do not reproduce it is an error: intervals computed from them would describe another
@@ -240,11 +245,12 @@ def evaluate_suite(
     router = method.router()
     if router is not None:
         # A memory-based method's deltas reach scoring only through its router, installed on this process's
-        # model (a worker process would have none: `route` raises NoRouterError), and its routing counts are
+        # model (a worker process or Ray actor would have none: `route` raises NoRouterError), and its routing counts are
         # kept here: such a method is scored in this one process, whatever `workers` says.
         workers = 1
     with installed(lm.model, router):
-        scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, f"evaluate {method_name} on {suite}")
+        scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, f"evaluate {method_name} on {suite}",
+                            engine=engine)
         result = module.summarise(lm, records, scores, pre)
     metrics = {name: _rounded(value) for name, value in result.metrics.items()} | routing_metrics(router)
     for name, rows in by_metric(result.records).items():

@@ -26,6 +26,7 @@ Loader = Callable[[], LoadedModel]
 CaseFn = Callable[[LoadedModel, T], R]
 
 _worker: tuple[LoadedModel, CaseFn] | None = None
+ENGINES = ("local", "ray")
 
 
 def worker_count(params: Params, lm: LoadedModel) -> int:
@@ -43,6 +44,15 @@ def worker_count(params: Params, lm: LoadedModel) -> int:
     if count < 1:
         raise ValueError(f"workers must be at least 1 ($KEPITFALLS_WORKERS or params runtime.workers), got {configured!r}")
     return count
+
+
+def engine_name(params: Params) -> str:
+    """$KEPITFALLS_ENGINE, else `runtime.engine`: `local` (processes on this machine) or `ray` (actors on a
+    Ray cluster). Not a stage parameter: both give the same bytes."""
+    engine = os.environ.get("KEPITFALLS_ENGINE") or params.runtime.engine
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)} ($KEPITFALLS_ENGINE or params runtime.engine), got {engine!r}")
+    return engine
 
 
 def _start(loader: Loader, fn: CaseFn) -> None:
@@ -64,8 +74,10 @@ def map_cases(
     workers: int,
     desc: str,
     label: Callable[[T], str] | None = None,
+    engine: str = "local",
 ) -> list[R]:
-    """`[fn(lm, item) for item in items]`, in `workers` spawned processes when there is more than one to do.
+    """`[fn(lm, item) for item in items]`, in `workers` spawned processes (or Ray actors, with `engine` ray)
+    when there is more than one to do.
 
     With one worker (or one item) everything runs here on `lm`; otherwise each worker builds its own
     model with `loader`, which must give the same weights as `lm` for the results to be identical.
@@ -75,6 +87,10 @@ def map_cases(
         return [fn(lm, item) for item in progress(items, desc, label)]
     if loader is None:
         raise ValueError(f"{desc}: {count} workers need a loader to build their model")
+    if engine == "ray":
+        from kepitfalls.ray_fanout import ray_map
+
+        return ray_map(loader, fn, items, count, desc)
     context = multiprocessing.get_context("spawn")  # no fork: torch's thread pools do not survive it
     with context.Pool(count, initializer=_start, initargs=(loader, fn)) as pool:
         results = list(progress(pool.imap(_run, items, chunksize=1), desc))
