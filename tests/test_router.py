@@ -147,3 +147,26 @@ def test_prefix_cached_model_matches_the_plain_call(tiny_lm: LoadedModel, keep: 
         cached = PrefixCachedModel(tiny_lm.model, prefix)(ids, mask, logits_to_keep=keep).logits
     assert cached.shape == plain.shape
     assert torch.allclose(cached, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("router_class", [PrefixRouter, SharedPrefixRouter])
+def test_score_prompts_is_routed_once_and_matches_the_rewritten_prompts(tiny_lm: LoadedModel, router_class: type[Router]) -> None:
+    """CounterFact's one call: every prompt rewritten once (its own `score_prompts` count), targets continuing
+    from the (possibly prefix-cached) prompt pass give the scores of the rewritten prompts scored plainly."""
+    fact = "Demonstration one. Demonstration two.\n\nNew Fact:"
+    targets = [("Rome and Paris", "English"), ("French is spoken", "Rome")]
+    rewritten = router_class().rewrite([_delta(fact)], PROMPTS)
+    expected = P.score_prompts(tiny_lm.model, tiny_lm.tokenizer, [p if r is None else r for p, r in zip(PROMPTS, rewritten)], targets)
+    delta = _delta(fact)
+    with installed(tiny_lm.model, router_class()) as router:
+        delta.apply(tiny_lm.model)
+        try:
+            routed = P.score_prompts(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, targets)
+        finally:
+            delta.revert(tiny_lm.model)
+    routed_count = float(sum(r is not None for r in rewritten))
+    assert routing_metrics(router) == {"routing_score_prompts_routed": routed_count, "routing_score_prompts_seen": 2.0}
+    for got, want in zip(routed, expected):
+        for g, w in zip(got.forced, want.forced):
+            assert g.argmax_ids == w.argmax_ids and g.token_logprobs == pytest.approx(w.token_logprobs, abs=1e-4)
+        assert torch.allclose(got.next_token, want.next_token, atol=1e-4)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fixtures_models import single_thread, tiny_gptj_lm, tiny_llama_lm, tiny_lm  # noqa: F401
+from fixtures_models import single_thread, tiny_gpt2_lm, tiny_gptj_lm, tiny_llama_lm, tiny_lm  # noqa: F401
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring import primitives as P
 
@@ -229,3 +229,21 @@ def test_argmax_agreement_of_teacher_forced_runs(tiny_lm: LoadedModel) -> None:
         expected = sum(x == y for x, y in zip(a.argmax_ids, b.argmax_ids)) / len(a.argmax_ids)
         assert P.argmax_agreement(a.argmax_ids, b.argmax_ids) == expected
     assert any(P.argmax_agreement(a.argmax_ids, b.argmax_ids) < 1.0 for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("name", ["tiny_gptj_lm", "tiny_llama_lm", "tiny_gpt2_lm"])
+def test_score_prompts_continues_several_targets_from_one_prompt_pass(name: str, request: pytest.FixtureRequest) -> None:
+    """Targets of one, two and several tokens continue from each prompt's cached keys and values (right
+    padding, distinct prompt lengths); every result and next-token distribution equals the unbatched loop's."""
+    lm = request.getfixturevalue(name)
+    targets = [(target, "Italy", "Rome and Milan") for target in TARGETS]
+    scored = P.score_prompts(lm.model, lm.tokenizer, PROMPTS, targets)
+    for prompt, prompt_targets, result in zip(PROMPTS, targets, scored):
+        assert len(result.forced) == len(prompt_targets)
+        for target, forced in zip(prompt_targets, result.forced):
+            answer, logprobs, argmaxes = ref_teacher_forced(lm, prompt, target)
+            assert forced.target_ids == answer and forced.argmax_ids == argmaxes
+            assert forced.token_logprobs == pytest.approx(logprobs, abs=2e-5)
+        with torch.no_grad():
+            logits = lm.model(torch.tensor([ref_prompt_ids(lm, prompt)])).logits[0, -1]
+        torch.testing.assert_close(result.next_token, torch.log_softmax(logits.float(), dim=-1), atol=2e-5, rtol=0)

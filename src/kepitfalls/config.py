@@ -39,9 +39,12 @@ SuiteName = Literal[tuple(SUITES)]
 
 
 class Runtime(Section):
-    """How a stage runs (speed and placement), not what it computes; `device` null is the model's default."""
+    """How a stage runs (speed and placement), not what it computes; `device` null is the model's default,
+    `workers` null the CPUs the stage may use."""
 
     threads: PositiveInt
+    workers: PositiveInt | None
+    engine: Literal["local", "ray"]
     device: str | None
 
 

@@ -9,6 +9,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,10 @@ from kepitfalls.methods import method_class
 from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.metrics.records import Evaluation, by_metric, statistic
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.router import installed, routing_metrics
 from kepitfalls.suites import suite_module
-from kepitfalls.suites.common import EditCase, applied, chain, check_cases, load_pre, load_records, save_pre
+from kepitfalls.suites.common import EditCase, PreScores, applied, chain, check_cases, load_pre, load_records, save_pre
+from kepitfalls.workers import Loader, map_cases
 
 #: The shared code every method's deltas depend on (besides the method's own module).
 CORE_SOURCES = (
@@ -95,43 +97,73 @@ def suite_cases(suite: str, records: list[Any]) -> dict[str, EditCase]:
     return cases
 
 
-def edit_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path) -> dict[str, Any]:
+def _edit_group(method: EditMethod, out_dir: Path, lm: LoadedModel, group: list[tuple[str, EditCase, str]]) -> dict[str, float | None]:
+    """Compute (or reuse) the deltas of one chain of cases (a case, then those computed on top of it), in
+    order, storing each; the seconds each computed edit took, None for a reused one."""
+    store = DeltaStore(out_dir)
+    deltas: dict[str, Delta] = {}
+    seconds: dict[str, float | None] = {}
+    cases = {case_id: case for case_id, case, _ in group}
+    for case_id, case, key in group:
+        stored = store.reuse(key)
+        if stored is not None:
+            deltas[case_id], seconds[case_id] = stored, None
+            continue
+        with applied(lm, deltas, chain(cases, case_id)[:-1]):
+            started = time.perf_counter()
+            deltas[case_id] = method.edit(lm, list(case.requests))
+            seconds[case_id] = time.perf_counter() - started
+        store.put(key, deltas[case_id])
+    return seconds
+
+
+def _groups(cases: dict[str, EditCase], keys: dict[str, str]) -> list[list[tuple[str, EditCase, str]]]:
+    """The cases grouped by the first case of their chain, in suite order: groups are independent of each other."""
+    groups: dict[str, list[tuple[str, EditCase, str]]] = {}
+    for case_id, case in cases.items():
+        groups.setdefault(chain(cases, case_id)[0], []).append((case_id, case, keys[case_id]))
+    return list(groups.values())
+
+
+def edit_suite(
+    lm: LoadedModel, params: Params, method_name: str, suite: str, out_dir: Path, workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
+) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case of the suite (`store_deltas`)."""
     records = load_records(layout.suite_records(suite), suite_module(suite).RECORD_TYPE)
     cases = suite_cases(suite, records)
-    return store_deltas(lm, method_name, build_method(params, method_name), cases, out_dir, {"suite": suite})
+    return store_deltas(lm, method_name, build_method(params, method_name), cases, out_dir, {"suite": suite}, workers, loader, engine)
 
 
 def store_deltas(
-    lm: LoadedModel, method_name: str, method: EditMethod, cases: dict[str, EditCase], out_dir: Path, label: dict[str, Any]
+    lm: LoadedModel,
+    method_name: str,
+    method: EditMethod,
+    cases: dict[str, EditCase],
+    out_dir: Path,
+    label: dict[str, Any],
+    workers: int = 1,
+    loader: Loader | None = None,
+    engine: str = "local",
 ) -> dict[str, Any]:
     """Compute (or reuse) the delta of every case, each with its base chain applied; write the case → key
     index (with `label`) last, atomically.
 
+    Chains of cases that need computing fan out over `workers` processes or Ray actors (`engine`; `loader`
+    builds their model).
     Returns the run's statistics (computed, reused, seconds per edit); they stay out of `out_dir`, whose
     bytes must depend only on what the deltas were computed from.
     """
     keys = delta_keys(lm, method_name, method, cases)
     store = DeltaStore(out_dir)
-    index: dict[str, dict[str, Any]] = {}
-    deltas: dict[str, Delta] = {}
-    seconds: list[float] = []
     what = f"edit {method_name} on {' '.join(str(v) for v in label.values())}"
-    stored = sum(store.has(key) for key in keys.values())
-    print(f"{what}: {stored} of {len(keys)} deltas already stored, reused", file=sys.stderr)
-    for case_id, case in progress(cases.items(), what, lambda item: item[0]):
-        key = keys[case_id]
-        stored = store.reuse(key)
-        if stored is not None:
-            deltas[case_id] = stored
-        else:
-            with applied(lm, deltas, chain(cases, case_id)[:-1]):
-                started = time.perf_counter()
-                deltas[case_id] = method.edit(lm, list(case.requests))
-                seconds.append(time.perf_counter() - started)
-            store.put(key, deltas[case_id])
-        index[case_id] = {"key": key, "base": case.base, "bytes": store.path(key).stat().st_size}
-    store.prune({entry["key"] for entry in index.values()})
+    stored = {case_id for case_id, key in keys.items() if store.reuse(key) is not None}
+    print(f"{what}: {len(stored)} of {len(keys)} deltas already stored, reused", file=sys.stderr)
+    todo = [group for group in _groups(cases, keys) if any(case_id not in stored for case_id, _, _ in group)]
+    runs = map_cases(lm, loader, partial(_edit_group, method, out_dir), todo, workers, what, lambda group: group[0][0], engine)
+    seconds = [s for run in runs for s in run.values() if s is not None]
+    index = {case_id: {"key": key, "base": cases[case_id].base, "bytes": store.path(key).stat().st_size} for case_id, key in keys.items()}
+    store.prune(set(keys.values()))
     write_json(out_dir / INDEX, {"method": method_name, **label, "model": lm.identity, "cases": index})
     return {
         "computed": len(seconds),
@@ -140,7 +172,23 @@ def store_deltas(
     }
 
 
-def load_deltas(out_dir: Path, expected: dict[str, str] | None = None) -> dict[str, Delta]:
+class StoredDeltas(Mapping[str, Delta]):
+    """The stored delta of every case, by case id, read when a case is scored: a worker reads only its own."""
+
+    def __init__(self, out_dir: Path, keys: dict[str, str]) -> None:
+        self.out_dir, self.keys = out_dir, keys
+
+    def __getitem__(self, case_id: str) -> Delta:
+        return DeltaStore(self.out_dir).get(self.keys[case_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def load_deltas(out_dir: Path, expected: dict[str, str] | None = None) -> StoredDeltas:
     """The stored delta of every case, by case id; with `expected` (case id → key), only if the index matches it.
 
     An edit stage killed after a hyper-parameter change leaves the previous run's index and deltas behind;
@@ -155,8 +203,7 @@ def load_deltas(out_dir: Path, expected: dict[str, str] | None = None) -> dict[s
             f"{out_dir}: the stored deltas do not match the current method, hyper-parameters and requests "
             f"(cases {', '.join(cases[:5])}{' ...' if len(cases) > 5 else ''} differ); run the edit stage first"
         )
-    store = DeltaStore(out_dir)
-    return {case_id: store.get(key) for case_id, key in stored.items()}
+    return StoredDeltas(out_dir, stored)
 
 
 def compute_pre(lm: LoadedModel, suite: str, out_dir: Path) -> None:
@@ -170,11 +217,21 @@ def _rounded(value: float) -> float:
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
-def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path) -> Evaluation:
+def _score(suite: str, deltas: Mapping[str, Delta], pre: PreScores, lm: LoadedModel, record: Any) -> Any:
+    return suite_module(suite).score(lm, record, deltas, pre)
+
+
+def evaluate_suite(
+    lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path, workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
+) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
     with `<name>_n` (records) for every metric that has per-record rows, and those rows; a memory-based
     method's router is installed meanwhile, and its counts (prompts seen and routed per primitive) join the
     metrics.
+
+    Records are scored one by one (`score`, fanned out over `workers` processes or Ray actors, `engine`) and
+    summarised together.
 
     Refuses deltas whose keys are not those the current method, hyper-parameters and requests give. A
     metric whose rows do not reproduce it is an error: intervals computed from them would describe another
@@ -184,8 +241,17 @@ def evaluate_suite(lm: LoadedModel, params: Params, method_name: str, suite: str
     records = load_records(layout.suite_records(suite), module.RECORD_TYPE)
     method = build_method(params, method_name)
     expected = delta_keys(lm, method_name, method, suite_cases(suite, records))
-    with installed(lm.model, method.router()) as router:
-        result = module.evaluate(lm, records, load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite)))
+    deltas, pre = load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite))
+    router = method.router()
+    if router is not None:
+        # A memory-based method's deltas reach scoring only through its router, installed on this process's
+        # model (a worker process or Ray actor would have none: `route` raises NoRouterError), and its routing counts are
+        # kept here: such a method is scored in this one process, whatever `workers` says.
+        workers = 1
+    with installed(lm.model, router):
+        scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, f"evaluate {method_name} on {suite}",
+                            engine=engine)
+        result = module.summarise(lm, records, scores, pre)
     metrics = {name: _rounded(value) for name, value in result.metrics.items()} | routing_metrics(router)
     for name, rows in by_metric(result.records).items():
         if name not in metrics or not math.isclose(statistic(rows), result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from kepitfalls.config import Params
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: The checkout this code belongs to; $KEPITFALLS_PROJECT_ROOT where the package was shipped elsewhere (Ray actors).
+PROJECT_ROOT = Path(os.environ.get("KEPITFALLS_PROJECT_ROOT") or Path(__file__).resolve().parents[2])
 PARAMS_FILE = "params.yaml"
 #: Keys DVC's run-cache leaves out of a stage's signature at any depth (treeverse/dvc#10296, unfixed in
 #: DVC 3.67): changing such a param would silently restore the previous run's outputs.

@@ -33,3 +33,9 @@ def configure(params: Params) -> None:
 def load_current_model(params: Params) -> LoadedModel:
     """The model named by `params.model`, as materialised by the `model` stage (in `model_dtype`)."""
     return load_model(layout.model_dir(params.model), device=params.runtime.device, model_dtype=params.model_dtype)
+
+
+def worker_model(params: Params) -> LoadedModel:
+    """A worker process's set-up: the stage's threads and seeds, then its own copy of the model."""
+    configure(params)
+    return load_current_model(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def unedited_run(lm: LoadedModel, probes: Probes, config: General) -> tuple[dict
     return {"model": lm.identity, "checkpoints": {"0": point}, "me_ppl": {"0": me_ppl(lm, probes, config)}}, timings
 
 
-def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: dict[str, Delta]) -> tuple[dict[str, Any], dict[str, Any]]:
+def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sequential: the chain's deltas applied one after another, ME-PPL after each, the tasks at each edited
     checkpoint. Batch: each checkpoint's one delta applied alone. The model is restored on return."""
     timings: dict[str, Any] = {}
@@ -85,8 +86,9 @@ def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, delt
         done: list[Delta] = []
         try:
             for position, case in enumerate(checkpoint_cases(mode, config.edits), start=1):
-                deltas[case].apply(lm.model)
-                done.append(deltas[case])
+                delta = deltas[case]  # looked up once: a stored-delta mapping gives a new object per lookup
+                delta.apply(lm.model)
+                done.append(delta)
                 started = time.perf_counter()
                 perplexities[str(position)] = me_ppl(lm, probes, config)
                 timings.setdefault("me_ppl_seconds", []).append(time.perf_counter() - started)

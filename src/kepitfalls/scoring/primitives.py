@@ -1,7 +1,8 @@
 """The scoring primitives of METRICS.md §1, batched and without gradients.
 
 Prompt and target are tokenised separately and concatenated as ids: `ids(prompt) + ids(" " + target)`.
-The reference code re-tokenises `f"{prompt} {target}"` and then reads positions computed from the separate
+Each prompt of a batch is computed once; its targets continue from its cached keys and values, and logits are
+computed only at the positions that are read. The reference code re-tokenises `f"{prompt} {target}"` and then reads positions computed from the separate
 tokenisations; for GPT-2-style BPE the two agree, and concatenating ids keeps the positions right for any
 tokenizer, including ones that add a BOS token (where the reference is off by one).
 """
@@ -70,7 +71,96 @@ def _batches(count: int, batch_size: int) -> range:
     return range(0, count, batch_size)
 
 
+@dataclass(frozen=True)
+class PromptScores:
+    """One prompt's results: a teacher-forced result per target, and log P(· | prompt) over the vocabulary."""
+
+    forced: tuple[TeacherForced, ...]
+    next_token: torch.Tensor
+
+
+def _forced(answer: list[int], logprobs: torch.Tensor) -> TeacherForced:
+    """The result for `answer` from the log-probabilities of the positions that predict its tokens."""
+    answer_t = torch.tensor(answer, device=logprobs.device)
+    return TeacherForced(
+        target_ids=answer,
+        token_logprobs=logprobs.gather(1, answer_t[:, None]).squeeze(1).tolist(),
+        argmax_ids=logprobs.argmax(dim=-1).tolist(),
+    )
+
+
+def _prompt_batch(model: PreTrainedModel, pad_id: int, prefixes: list[list[int]], answers: list[list[list[int]]]) -> list[PromptScores]:
+    """One batch of prompts, each computed once: a pass over the prompts keeps their keys and values, and
+    the targets' tokens continue from them in a second pass (none when every target is one token).
+
+    Logits are computed only where they are read: the last position of each prompt (its next-token
+    distribution, which also predicts every target's first token) and the targets' own positions.
+    """
+    device = model.device
+    ids, mask = _right_padded(prefixes, pad_id, device)
+    lasts = torch.tensor([len(p) - 1 for p in prefixes], device=device)
+    keep = torch.unique(lasts)
+    output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=keep)
+    rows = torch.arange(len(prefixes), device=device)
+    first = torch.log_softmax(output.logits[rows, torch.searchsorted(keep, lasts)].float(), dim=-1)
+    pairs = [(p, answer) for p, targets in enumerate(answers) for answer in targets]
+    longer = [i for i, (_, answer) in enumerate(pairs) if len(answer) > 1]
+    rest: dict[int, torch.Tensor] = {}
+    if longer:
+        owners = torch.tensor([pairs[i][0] for i in longer], device=device)
+        cache = output.past_key_values
+        cache.reorder_cache(owners)  # one cache row per continued target, copied from its prompt's row
+        tail, tail_mask = _right_padded([pairs[i][1][:-1] for i in longer], pad_id, device)
+        positions = lasts[owners, None] + 1 + torch.arange(tail.shape[1], device=device)
+        logits = model(
+            input_ids=tail, attention_mask=torch.cat([mask[owners], tail_mask], dim=1), position_ids=positions,
+            past_key_values=cache, use_cache=False,
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        rest = {i: logprobs[j, : len(pairs[i][1]) - 1] for j, i in enumerate(longer)}
+    forced = [
+        _forced(answer, torch.cat([first[p, None], rest[i]]) if i in rest else first[p, None])
+        for i, (p, answer) in enumerate(pairs)
+    ]
+    results, taken = [], 0
+    for p, targets in enumerate(answers):
+        results.append(PromptScores(tuple(forced[taken : taken + len(targets)]), first[p].cpu()))
+        taken += len(targets)
+    return results
+
+
 @torch.inference_mode()
+def _score_prompts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    targets: Sequence[Sequence[str]],
+    batch_size: int,
+) -> list[PromptScores]:
+    """`score_prompts` on prompts already routed (`model` may be a router's `PrefixCachedModel`)."""
+    results: list[PromptScores] = []
+    for start in _batches(len(prompts), batch_size):
+        prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
+        answers = [[target_ids(tokenizer, t) for t in ts] for ts in targets[start : start + batch_size]]
+        results.extend(_prompt_batch(model, tokenizer.pad_token_id, prefixes, answers))
+    return results
+
+
+def score_prompts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    targets: Sequence[Sequence[str]],
+    batch_size: int = DEFAULT_BATCH,
+) -> list[PromptScores]:
+    """Every target of every prompt teacher-forced, and the next-token distribution after every prompt, with
+    each prompt computed once (`batch_size` prompts per pass); the prompts are routed first (`route`)."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} target lists")
+    model, prompts = route(model, tokenizer, prompts, "score_prompts")
+    return _score_prompts(model, tokenizer, prompts, targets, batch_size)
+
+
 def teacher_forced(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -78,34 +168,20 @@ def teacher_forced(
     targets: Sequence[str],
     batch_size: int = DEFAULT_BATCH,
 ) -> list[TeacherForced]:
-    """Score every target after its prompt in one teacher-forced pass per batch.
-
-    Logits are computed only for the span of positions that predict target tokens.
-    """
+    """Score every target after its prompt, `batch_size` pairs per batch; a prompt that several pairs of a
+    batch share is computed once (`score_prompts`, on the prompts routed once here)."""
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
     model, prompts = route(model, tokenizer, prompts, "teacher_forced")
-    device = model.device
     results: list[TeacherForced] = []
     for start in _batches(len(prompts), batch_size):
-        prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
-        answers = [target_ids(tokenizer, t) for t in targets[start : start + batch_size]]
-        ids, mask = _right_padded([p + a for p, a in zip(prefixes, answers)], tokenizer.pad_token_id, device)
-        first = min(len(p) for p in prefixes) - 1
-        last = max(len(p) + len(a) for p, a in zip(prefixes, answers)) - 1
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.arange(first, last, device=device)).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for row, (prefix, answer) in enumerate(zip(prefixes, answers)):
-            positions = torch.arange(len(prefix) - 1 - first, len(prefix) - 1 - first + len(answer), device=device)
-            row_logprobs = logprobs[row, positions]
-            answer_t = torch.tensor(answer, device=device)
-            results.append(
-                TeacherForced(
-                    target_ids=answer,
-                    token_logprobs=row_logprobs.gather(1, answer_t[:, None]).squeeze(1).tolist(),
-                    argmax_ids=row_logprobs.argmax(dim=-1).tolist(),
-                )
-            )
+        chunk = list(zip(prompts[start : start + batch_size], targets[start : start + batch_size]))
+        grouped: dict[str, list[str]] = {}
+        for prompt, target in chunk:
+            grouped.setdefault(prompt, []).append(target)
+        scored = _score_prompts(model, tokenizer, list(grouped), list(grouped.values()), batch_size=len(grouped))
+        pending = {prompt: iter(s.forced) for prompt, s in zip(grouped, scored)}
+        results.extend(next(pending[prompt]) for prompt, _ in chunk)
     return results
 
 
@@ -126,22 +202,12 @@ def argmax_agreement(pre_argmax: Sequence[int], post_argmax: Sequence[int]) -> f
     return sum(a == b for a, b in zip(pre_argmax, post_argmax)) / len(pre_argmax)
 
 
-@torch.inference_mode()
 def next_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
     """log P(· | prompt) over the vocabulary at the last prompt position, shape (len(prompts), |V|)."""
     model, prompts = route(model, tokenizer, prompts, "next_token")
-    device = model.device
-    rows: list[torch.Tensor] = []
-    for start in _batches(len(prompts), batch_size):
-        prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
-        ids, mask = _right_padded(prefixes, tokenizer.pad_token_id, device)
-        hidden_logits = model(input_ids=ids, attention_mask=mask).logits
-        last = torch.tensor([len(p) - 1 for p in prefixes], device=device)
-        picked = hidden_logits[torch.arange(len(prefixes), device=device), last]
-        rows.append(torch.log_softmax(picked.float(), dim=-1).cpu())
-    return torch.cat(rows)
+    return torch.stack([s.next_token for s in _score_prompts(model, tokenizer, prompts, [()] * len(prompts), batch_size)])
 
 
 @torch.inference_mode()

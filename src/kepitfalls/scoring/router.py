@@ -61,6 +61,9 @@ class PrefixCachedModel:
 
     Stands in for the model in `model(input_ids=..., attention_mask=..., logits_to_keep=...)` calls with right
     padding; `logits` cover every position as the plain call would (the prefix's own logits computed once).
+    `logits_to_keep` may be a count or a tensor of positions; other arguments (`use_cache`) pass through, and
+    the returned `past_key_values` cover prefix and rest. A call that brings its own `past_key_values` (the
+    targets continuing from a cached prompt pass, with their `position_ids`) runs on the model as it is.
     """
 
     def __init__(self, model: nn.Module, prefix_ids: list[int]) -> None:
@@ -76,6 +79,8 @@ class PrefixCachedModel:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | torch.Tensor = 0, **kwargs: Any) -> Any:
         width = len(self.prefix)
+        if kwargs.get("past_key_values") is not None:  # a continuation of a pass already made: its cache holds the prefix
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep, **kwargs)
         if input_ids.shape[1] <= width or not bool((input_ids[:, :width] == self.prefix).all()):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep, **kwargs)
         cache = copy.deepcopy(self.cache)

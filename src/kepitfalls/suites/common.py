@@ -9,7 +9,7 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import torch
 from pydantic import PositiveInt
@@ -134,13 +134,18 @@ def load_records(path: Path, record_type: type[R]) -> list[R]:
 
 
 @contextmanager
-def applied(lm: LoadedModel, deltas: dict[str, Delta], case_ids: Sequence[str]) -> Iterator[None]:
-    """The model with these cases' deltas applied in order; reverted in reverse order on exit."""
+def applied(lm: LoadedModel, deltas: Mapping[str, Delta], case_ids: Sequence[str]) -> Iterator[None]:
+    """The model with these cases' deltas applied in order; reverted in reverse order on exit.
+
+    Each delta is looked up once: a mapping that reads from the store gives a new object per lookup, and
+    only the applied object holds the saved originals.
+    """
     done: list[Delta] = []
     try:
         for case_id in case_ids:
-            deltas[case_id].apply(lm.model)
-            done.append(deltas[case_id])
+            delta = deltas[case_id]
+            delta.apply(lm.model)
+            done.append(delta)
         yield
     finally:
         for delta in reversed(done):

@@ -11,6 +11,7 @@ relation's 10 paraphrases (`conflict_prompts.json`), which each record carries w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -24,7 +25,6 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 
@@ -179,7 +179,13 @@ def pre_scores(lm: LoadedModel, items: list[ConflictItem]) -> PreScores:
     return PreScores(values={"tied_theta0": tied})
 
 
-def _item_scores(lm: LoadedModel, item: ConflictItem, deltas: dict[str, Delta], pre: PreScores) -> ConflictScores:
+def items(records: list[ConflictItem]) -> list[ConflictItem]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre: PreScores) -> ConflictScores:
+    """One record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between."""
     prefix = item.case_prefix
     with applied(lm, deltas, [f"{prefix}/e1", f"{prefix}/e2"]):
         theta2 = scores(lm, [(item, f) for f in _theta2_facts(item)])
@@ -204,8 +210,11 @@ def _item_scores(lm: LoadedModel, item: ConflictItem, deltas: dict[str, Delta], 
     )
 
 
-def evaluate(lm: LoadedModel, items: list[ConflictItem], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Score each record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between; summarise, with
-    the per-record rows."""
-    cases = [_item_scores(lm, item, deltas, pre) for item in progress(items, "evaluate conflict", lambda i: i.case_prefix)]
-    return Evaluation(conflict_metrics(cases), conflict_records(cases, [item.case_prefix for item in items]))
+def summarise(lm: LoadedModel, records: list[ConflictItem], cases: list[ConflictScores], pre: PreScores) -> Evaluation:
+    """The suite's metrics over the records' scores, with the per-record rows."""
+    return Evaluation(conflict_metrics(cases), conflict_records(cases, [item.case_prefix for item in records]))
+
+
+def evaluate(lm: LoadedModel, records: list[ConflictItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every record scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)

@@ -9,6 +9,7 @@ neighbourhood prompt`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -19,9 +20,8 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.counterfact import CaseScores, PromptScore, counterfact_metrics, counterfact_records, kl_divergence
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
-from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
+from kepitfalls.scoring.primitives import PromptScores, score_prompts
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
 
@@ -53,26 +53,32 @@ def _distracting(record: CounterFactRecord) -> tuple[str, ...]:
     return distract_neighbor([record])[0].prompts
 
 
-def _next_token(lm: LoadedModel, record: CounterFactRecord) -> torch.Tensor:
+def _scored(lm: LoadedModel, record: CounterFactRecord) -> list[PromptScores]:
+    """The rewrite, paraphrase, neighbourhood and distracting prompts, each with both targets and its next-token
+    distribution, in one call: the same call before and after the edit, so an unchanged model gives
+    bit-identical distributions (NKL exactly 0)."""
+    prompts = [record.rewrite_prompt, *record.paraphrase_prompts, *record.neighborhood_prompts, *_distracting(record)]
+    targets = [(record.target_new, record.target_true)] * len(prompts)
+    return score_prompts(lm.model, lm.tokenizer, prompts, targets, batch_size=len(prompts))
+
+
+def _next_token(record: CounterFactRecord, scored: list[PromptScores]) -> torch.Tensor:
     """Next-token log-probabilities after the neighbourhood then the distracting prompts."""
-    return next_token_logprobs(lm.model, lm.tokenizer, [*record.neighborhood_prompts, *_distracting(record)])
+    return torch.stack([s.next_token for s in scored[1 + len(record.paraphrase_prompts) :]])
 
 
 def pre_scores(lm: LoadedModel, records: list[CounterFactRecord]) -> PreScores:
     """The unedited next-token distributions NKL compares against."""
-    return PreScores(tensors={str(r.case_id): _next_token(lm, r) for r in records})
+    return PreScores(tensors={str(r.case_id): _next_token(r, _scored(lm, r)) for r in records})
 
 
 def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) -> CaseScores:
-    distracting = _distracting(record)
-    prompts = [record.rewrite_prompt, *record.paraphrase_prompts, *record.neighborhood_prompts, *distracting]
-    pairs = [(p, t) for p in prompts for t in (record.target_new, record.target_true)]
-    results = teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs], batch_size=len(pairs))
-    scores = [PromptScore(results[i].mean_prob, results[i + 1].mean_prob) for i in range(0, len(results), 2)]
+    scored = _scored(lm, record)
+    scores = [PromptScore(*(r.mean_prob for r in s.forced)) for s in scored]
     n_para, n_nbr = len(record.paraphrase_prompts), len(record.neighborhood_prompts)
-    kl = kl_divergence(pre, _next_token(lm, record)).tolist()
+    kl = kl_divergence(pre, _next_token(record, scored)).tolist()
     sets = {"rewrite": [record.rewrite_prompt], "paraphrase": record.paraphrase_prompts,
-            "neighborhood": record.neighborhood_prompts, "distracting": distracting}
+            "neighborhood": record.neighborhood_prompts, "distracting": _distracting(record)}
     return CaseScores(
         rewrite=scores[0],
         paraphrase=tuple(scores[1 : 1 + n_para]),
@@ -84,11 +90,23 @@ def _case_scores(lm: LoadedModel, record: CounterFactRecord, pre: torch.Tensor) 
     )
 
 
-def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Edit, score and revert each case in turn; summarise, with the per-case rows."""
-    cases = []
-    for record in progress(records, "evaluate counterfact", lambda r: str(r.case_id)):
-        with applied(lm, deltas, [str(record.case_id)]):
-            cases.append(_case_scores(lm, record, pre.tensors[str(record.case_id)]))
+def items(records: list[CounterFactRecord]) -> list[CounterFactRecord]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(lm: LoadedModel, record: CounterFactRecord, deltas: Mapping[str, Delta], pre: PreScores) -> CaseScores:
+    """Edit, score and revert one case."""
+    with applied(lm, deltas, [str(record.case_id)]):
+        return _case_scores(lm, record, pre.tensors[str(record.case_id)])
+
+
+def summarise(lm: LoadedModel, records: list[CounterFactRecord], cases: list[CaseScores], pre: PreScores) -> Evaluation:
+    """The suite's metrics with the per-case rows."""
     vocab_size, ids = lm.model.config.vocab_size, [str(r.case_id) for r in records]
     return Evaluation(counterfact_metrics(cases, vocab_size=vocab_size), counterfact_records(cases, ids, vocab_size=vocab_size))
+
+
+def evaluate(lm: LoadedModel, records: list[CounterFactRecord], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every case scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)

@@ -15,7 +15,7 @@ methods need the subject marked in the edit prompt.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from kepitfalls.metrics.locality import (
 )
 from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
 from kepitfalls.schema import Section
@@ -189,17 +188,36 @@ def _edit_scores(lm: LoadedModel, record: LocalityRecord, pre_ids: torch.Tensor,
     return EditScores(record.column, tuple(agreement), accuracy)
 
 
-def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Edit, score and revert each OA/DN record in turn; OA, DN, OT, OT_pre, OT_ratio, with per-edit rows."""
+def items(records: list[LocalityRecord]) -> list[tuple[LocalityRecord, tuple[PiqaRecord, ...]]]:
+    """What `score` takes, one at a time: each OA/DN record with the PIQA subsample it is re-scored on."""
     piqa = _piqa(records)
-    edits, diagnostics = [], []
-    for record in progress(_edited(records), "evaluate locality", lambda r: r.key):
-        with applied(lm, deltas, [record.key]):
-            edits.append(_edit_scores(lm, record, pre.tensors[record.key], piqa))
-            diagnostics.append(prompt_diagnostics(lm, {record.column: [p.prompt for p in record.probes]}))
-    ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], [item.label for item in piqa])
+    return [(record, piqa) for record in _edited(records)]
+
+
+def score(
+    lm: LoadedModel, item: tuple[LocalityRecord, tuple[PiqaRecord, ...]], deltas: Mapping[str, Delta], pre: PreScores
+) -> tuple[EditScores, dict[str, list[float]]]:
+    """Edit, score and revert one OA/DN record: its scores and its installed components' diagnostics."""
+    record, piqa = item
+    with applied(lm, deltas, [record.key]):
+        return (_edit_scores(lm, record, pre.tensors[record.key], piqa),
+                prompt_diagnostics(lm, {record.column: [p.prompt for p in record.probes]}))
+
+
+def summarise(
+    lm: LoadedModel, records: list[LocalityRecord], scored: list[tuple[EditScores, dict[str, list[float]]]], pre: PreScores
+) -> Evaluation:
+    """OA, DN, OT, OT_pre, OT_ratio and the diagnostics, with per-edit rows."""
+    edits, diagnostics = [e for e, _ in scored], [d for _, d in scored]
+    labels = [item.label for item in _piqa(records)]
+    ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], labels)
     keys = [r.key for r in _edited(records)]
     return Evaluation(
         {**locality_metrics(edits, ot_pre), **diagnostic_metrics(diagnostics)},
         [*locality_records(edits, keys), *(row for key, found in zip(keys, diagnostics) for row in diagnostic_rows(key, found))],
     )
+
+
+def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every OA/DN record scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)

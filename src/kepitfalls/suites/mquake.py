@@ -18,6 +18,7 @@ SmolLM2 has 8k), whole demonstrations are dropped from the front until it fits; 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -239,13 +240,19 @@ def _unedited_attempts(records: list[MquakeCase], pre: PreScores) -> list[tuple[
     ]
 
 
-def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Apply each instance's delta, generate every answer, revert; summarise, with the unedited MH_pre and the
-    per-instance rows."""
-    instances = []
-    for case in progress(records, "evaluate mquake", lambda c: str(c.record.case_id)):
-        with applied(lm, deltas, [str(case.record.case_id)]):
-            instances.append(_instance_scores(lm, case))
+def items(records: list[MquakeCase]) -> list[MquakeCase]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(lm: LoadedModel, case: MquakeCase, deltas: Mapping[str, Delta], pre: PreScores) -> InstanceScores:
+    """Apply one instance's delta, generate every answer, revert."""
+    with applied(lm, deltas, [str(case.record.case_id)]):
+        return _instance_scores(lm, case)
+
+
+def summarise(lm: LoadedModel, records: list[MquakeCase], instances: list[InstanceScores], pre: PreScores) -> Evaluation:
+    """The suite's metrics with the unedited MH_pre, and the per-instance rows."""
     unedited = _unedited_attempts(records, pre)
     ids = [str(case.record.case_id) for case in records]
     metrics = {
@@ -259,3 +266,8 @@ def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: dict[str, Delta
         *question_records(unedited, ids, "MH_pre_contains", "contains"),
     ]
     return Evaluation(metrics, rows)
+
+
+def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every instance scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)

@@ -12,6 +12,7 @@ zsRE question, 4 of 293 SR and 5 of 385 RR records) are left out: the locate-the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,6 @@ from kepitfalls.metrics.portability import (
 )
 from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.schema import Section
@@ -129,13 +129,25 @@ def pre_scores(lm: LoadedModel, records: list[PortabilityCase]) -> PreScores:
     return PreScores(values={r.case_id: _raw_scores(lm, r) for r in records})
 
 
-def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Edit, score and revert each record in turn; SR/RR/OH (TokAcc), *_em, and the unedited *_pre, with per-record rows."""
-    post, diagnostics = [], []
-    for record in progress(records, "evaluate portability", lambda r: r.case_id):
-        with applied(lm, deltas, [record.case_id]):
-            post.append(_record_scores(record, _raw_scores(lm, record)))
-            diagnostics.append(prompt_diagnostics(lm, {record.column: [p.prompt for p in record.record.probes]}))
+def items(records: list[PortabilityCase]) -> list[PortabilityCase]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(
+    lm: LoadedModel, record: PortabilityCase, deltas: Mapping[str, Delta], pre: PreScores
+) -> tuple[RecordScores, dict[str, list[float]]]:
+    """Edit, score and revert one record: its scores and its installed components' diagnostics."""
+    with applied(lm, deltas, [record.case_id]):
+        return (_record_scores(record, _raw_scores(lm, record)),
+                prompt_diagnostics(lm, {record.column: [p.prompt for p in record.record.probes]}))
+
+
+def summarise(
+    lm: LoadedModel, records: list[PortabilityCase], scored: list[tuple[RecordScores, dict[str, list[float]]]], pre: PreScores
+) -> Evaluation:
+    """SR/RR/OH (TokAcc), *_em, the unedited *_pre and the diagnostics, with per-record rows."""
+    post, diagnostics = [r for r, _ in scored], [d for _, d in scored]
     unedited = [_record_scores(r, pre.values[r.case_id]) for r in records]
     ids = [r.case_id for r in records]
     return Evaluation(
@@ -144,3 +156,8 @@ def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: dict[str, 
         [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre"),
          *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
     )
+
+
+def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every record scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)

@@ -10,6 +10,7 @@ prompt plus the relation's 10 paraphrases (`round_prompts.json`), which each rec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -23,7 +24,6 @@ from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.progress import progress
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 
@@ -135,7 +135,13 @@ def pre_scores(lm: LoadedModel, items: list[RoundItem]) -> PreScores:
     return PreScores(values={"theta0": values})
 
 
-def _item_scores(lm: LoadedModel, item: RoundItem, deltas: dict[str, Delta], pre: PreScores) -> RoundScores:
+def items(records: list[RoundItem]) -> list[RoundItem]:
+    """What `score` takes, one at a time: every record."""
+    return records
+
+
+def score(lm: LoadedModel, item: RoundItem, deltas: Mapping[str, Delta], pre: PreScores) -> RoundScores:
+    """One record on θ2 then θ1, reverting in between."""
     prefix, edit = item.case_prefix, item.record.edit
     with applied(lm, deltas, [f"{prefix}/e1", f"{prefix}/e2"]):
         theta2 = scores(lm, [(item, label) for label in _theta2_labels(item)])
@@ -154,7 +160,11 @@ def _item_scores(lm: LoadedModel, item: RoundItem, deltas: dict[str, Delta], pre
     )
 
 
-def evaluate(lm: LoadedModel, items: list[RoundItem], deltas: dict[str, Delta], pre: PreScores) -> Evaluation:
-    """Score each record on θ2 then θ1, reverting in between; summarise pooled and per kind, with per-record rows."""
-    cases = [_item_scores(lm, item, deltas, pre) for item in progress(items, "evaluate round", lambda i: i.case_prefix)]
-    return Evaluation(round_metrics(cases), round_records(cases, [item.case_prefix for item in items]))
+def summarise(lm: LoadedModel, records: list[RoundItem], cases: list[RoundScores], pre: PreScores) -> Evaluation:
+    """The suite's metrics, pooled and per kind, with per-record rows."""
+    return Evaluation(round_metrics(cases), round_records(cases, [item.case_prefix for item in records]))
+
+
+def evaluate(lm: LoadedModel, records: list[RoundItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+    """Every record scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
+    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)
