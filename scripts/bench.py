@@ -6,7 +6,7 @@ Run after `dvc repro` (it reads the materialised model, templates, statistics, s
     python scripts/bench.py [--cases 2] [--methods ROME] [--suites counterfact locality] [--record]
 Edits are timed on the suite's first `--cases` cases (method.edit), evaluation on the same cases with their
 stored deltas (the suite's `evaluate`), both in this process at the configured thread count. Each figure is
-printed with its ratio to `reports/bench/<model>.json` (the figures of an earlier commit; `--record` writes
+printed with its ratio to `bench/<model>.json` (the figures of an earlier commit; `--record` writes
 this run's figures there). PYTHONPATH=<other checkout>/src times another commit's code against this one's
 figures. A scored sequence is one teacher-forced (prompt, target) pair, one next-token
 distribution or one greedy generation the protocol asks for; they are counted once, when the figures are
@@ -114,7 +114,7 @@ def main() -> None:
     params = load_params()
     configure(params)
     lm = load_current_model(params)
-    reference_file = ROOT / "reports" / "bench" / f"{params.model}.json"
+    reference_file = ROOT / "bench" / f"{params.model}.json"
     reference = json.loads(reference_file.read_text(encoding="utf-8")) if reference_file.is_file() else {"cells": {}}
     cells: dict[str, dict[str, float]] = {}
     print(f"{'cell':20} {'s/edit':>7} {'cpu':>6} {'s/case':>7} {'cpu':>6} {'s/seq':>6} {'cpu':>6} {'edit s':>7} {'eval s':>7}   ratio (reference / now)")
