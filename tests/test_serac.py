@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from fixtures_encoder import encoder_dir  # noqa: F401
@@ -79,37 +78,3 @@ def test_sequential_edits_accumulate_in_the_memory(tiny_lm: LoadedModel, tmp_pat
         f"The Eiffel Tower is located in the city of Rome {PROMPTS[0]}",
         "Danielle Darrieux speaks the language English Danielle Darrieux speaks the language",
     ]
-
-
-@pytest.mark.integration
-def test_smollm2_answers_the_edit_and_its_rephrase() -> None:
-    """On SmolLM2 with the prepared classifier (`dvc repro prepare@SERAC`): the edited prompt and its rephrase are
-    routed and the new target's probability grows severalfold (SmolLM2-135M fed "{edit} {query}" does not always
-    put it above the old one); the unrelated prompt keeps its exact scores."""
-    from kepitfalls import layout
-    from kepitfalls.editing import build_method
-    from kepitfalls.params import load_params
-    from kepitfalls.runtime import load_current_model
-
-    params = load_params()
-    method = build_method(params, "SERAC")
-    if not all(p.is_file() for p in method.upstream_files()) or not (layout.model_dir(params.model) / "config.json").is_file():
-        pytest.skip("needs the materialised model and the prepare@SERAC classifier")
-    lm = load_current_model(params)
-    pairs = [(p, t) for p in PROMPTS for t in ("Rome", "Paris")]
-    before = P.teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs])
-    unrelated_before = P.next_token_logprobs(lm.model, lm.tokenizer, PROMPTS[2:])
-    delta = method.edit(lm, [EDIT])
-    with installed(lm.model, method.router()):
-        delta.apply(lm.model)
-        try:
-            after = P.teacher_forced(lm.model, lm.tokenizer, [p for p, _ in pairs], [t for _, t in pairs])
-            unrelated_after = P.next_token_logprobs(lm.model, lm.tokenizer, PROMPTS[2:])
-        finally:
-            delta.revert(lm.model)
-    for i in (0, 2):  # edited prompt, rephrase: P(Rome) grows (measured 0.006 → 0.27 and 0.023 → 0.081)
-        assert after[i].mean_prob > 3 * before[i].mean_prob
-    # Scored alone, the unrelated prompt's logits are exactly the base model's; in a batch beside routed (longer)
-    # prompts only the padding differs, which moves the last bits.
-    assert torch.equal(unrelated_after, unrelated_before)
-    assert after[4].token_logprobs == pytest.approx(before[4].token_logprobs, abs=1e-4)
