@@ -20,6 +20,10 @@ def main() -> None:
     reports = PROJECT_ROOT / "reports"
     links = [f"- [{table.title}](reports/{table.name}.md) ([LaTeX](reports/{table.name}.tex), [CSV](reports/{table.name}.csv))"
              for table in TABLES]
+    if (reports / "figure4.png").is_file():
+        links.append("- [Figure 4: general abilities after sequential edits, and perplexity](reports/figure4.md) "
+                     "([SVG](reports/figure4.svg)), our lines solid beside the survey's (dashed, read off its plot):")
+        links.extend(["", "![Figure 4 on the default run](reports/figure4.png)"])
     findings = (reports / "findings.md").read_text(encoding="utf-8")
     findings = re.sub(r"^# .*\n", "", findings, count=1).split("\nSources")[0].strip()
     section = "\n".join(["", "Full tables, every cell as `value [95% interval] n=records` beside the survey's number:", "",
