@@ -19,7 +19,7 @@ repro: $(STAMP)
 	. $(VENV)/bin/activate && dvc repro
 
 test: $(STAMP)
-	. $(VENV)/bin/activate && python -m pytest -q
+	. $(VENV)/bin/activate && python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	. $(VENV)/bin/activate && python scripts/bench.py
