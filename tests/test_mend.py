@@ -19,6 +19,8 @@ from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot
 
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
+from kepitfalls.editing import load_deltas, store_deltas
+from kepitfalls.general.chain import batch_cases
 from kepitfalls.methods import MEND as mend_module
 from kepitfalls.methods import mend_train
 from kepitfalls.methods.MEND import EDITOR_FILE, MEND, MENDHparams, TrainFile
@@ -235,6 +237,20 @@ def test_trained_batch_edit_raises_both_targets(zsre_dir: Path, tmp_path: Path) 
     after = logprobs()
     delta.revert(lm.model)
     assert all(a > b + 0.5 for a, b in zip(after, before)), (before, after)
+
+
+def test_figure4_batch_mode_stores_one_joint_delta_per_checkpoint(zsre_dir: Path, tmp_path: Path) -> None:
+    """chain-batch@MEND: checkpoint n's case is one low-rank delta of all n requests, not n composed edits."""
+    lm = build_tiny("tiny-llama")
+    method, _ = prepared(MEND, lm, tmp_path / "editor", train_steps=2)
+    requests = [EditRequest("Where is {}?", s, t) for s, t in [("Berlin", "Tokyo"), ("Paris", "Rome"), ("Apple", "Spain")]]
+    store_deltas(lm, "MEND", method, batch_cases(requests, [0, 1, 3]), tmp_path / "chain-batch", {"suite": "chain-batch"})
+    deltas = load_deltas(tmp_path / "chain-batch")
+    one, three = deltas["batch-0001"], deltas["batch-0003"]
+    assert isinstance(three, LowRankDelta) and list(three.factors) == method.sites(lm)
+    for module, (u, _) in three.factors.items():
+        assert u.shape[1] > one.factors[module][0].shape[1]  # the rank grows with the batch's tokens
+    torch.testing.assert_close(three.factors, method.edit(lm, requests).factors, rtol=0, atol=0)
 
 
 def test_training_file_is_a_checked_choice(zsre_dir: Path, tmp_path: Path) -> None:
