@@ -14,7 +14,6 @@ from typing import get_args
 import pytest
 import torch
 import yaml
-from pydantic import ValidationError
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
 from kepitfalls.data.records import EditRequest
@@ -28,6 +27,7 @@ from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors
 from kepitfalls.methods.MEND_untrained import MENDUntrained
 from kepitfalls.methods.mend_net import MendEditor, load_editor
 from kepitfalls.models.adapters import get_module
+from kepitfalls.params import PROJECT_ROOT, ParamsError, load_params
 from kepitfalls.scoring.primitives import teacher_forced
 
 PLACES = ["Paris", "Rome", "Berlin", "Madrid", "Toyota", "Apple", "London", "Japan", "France", "Italy", "Spain", "Germany"]
@@ -254,8 +254,11 @@ def test_figure4_batch_mode_stores_one_joint_delta_per_checkpoint(zsre_dir: Path
 
 
 def test_training_file_is_a_checked_choice(zsre_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"train_file"):
-        hparams(train_file="zsre_mend_eval.json")
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["methods"]["MEND"]["smollm2-135m"]["train_file"] = "zsre_mend_train.json"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"methods\.MEND\.smollm2-135m\.train_file: Input should be .*zsre_mend_train_10000\.json"):
+        load_params(tmp_path / "params.yaml")
     with pytest.raises(ValueError, match=r"methods\.MEND\.tiny\.train_file: .*zsre_mend_train_10000\.json is missing .*include_optional=true"):
         prepared(MEND, build_tiny("tiny-llama"), tmp_path, train_file="zsre_mend_train_10000.json")
     (zsre_dir / "zsre_mend_train_10000.json").write_text(json.dumps(zsre_rows()[::-1]), encoding="utf-8")
@@ -265,7 +268,7 @@ def test_training_file_is_a_checked_choice(zsre_dir: Path, tmp_path: Path) -> No
 
 def test_no_suite_reads_a_training_file() -> None:
     """The held-out validation records come from the training file: no suite or Figure-4 file may be one."""
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     choices = set(get_args(TrainFile))
     text = json.dumps({"suites": params["suites"], "general": params["general"]})
     assert not [name for name in choices if name in text]
