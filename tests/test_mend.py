@@ -1,24 +1,33 @@
 """MEND on the tiny models: training lowers the validation loss, a trained edit raises the target, the untrained
 control keeps the identity network with the trained editor's statistics, deltas are exact low-rank factors
-and revert is bit-exact after a chain of edits (float32 and float16)."""
+and revert is bit-exact after a chain of edits (float32 and float16); a batch of requests is one joint edit
+(the batch loss's per-token gradient factors through the editor, summed) that raises every target; the
+training file is a checked choice."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 import torch
+import yaml
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
 from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
+from kepitfalls.editing import load_deltas, store_deltas
+from kepitfalls.general.chain import batch_cases
 from kepitfalls.methods import MEND as mend_module
 from kepitfalls.methods import mend_train
-from kepitfalls.methods.MEND import EDITOR_FILE, MEND, MENDHparams
+from kepitfalls.methods.MEND import EDITOR_FILE, MEND, MENDHparams, TrainFile
+from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors
 from kepitfalls.methods.MEND_untrained import MENDUntrained
 from kepitfalls.methods.mend_net import MendEditor, load_editor
+from kepitfalls.models.adapters import get_module
+from kepitfalls.params import PROJECT_ROOT, ParamsError, load_params
 from kepitfalls.scoring.primitives import teacher_forced
 
 PLACES = ["Paris", "Rome", "Berlin", "Madrid", "Toyota", "Apple", "London", "Japan", "France", "Italy", "Spain", "Germany"]
@@ -36,7 +45,8 @@ def zsre_rows() -> list[dict]:
 
 def hparams(**changes) -> MENDHparams:
     base = dict(layers=[0, 1], modules=["mlp_pre_act", "mlp_in", "mlp_out"], rank=16, n_hidden=1, edit_lr=1e-4,
-                lr=1e-3, lr_lr=1e-3, cedit=0.1, cloc=1.0, accumulate_bs=2, grad_clip=100.0, train_steps=40, val_records=4)
+                lr=1e-3, lr_lr=1e-3, cedit=0.1, cloc=1.0, accumulate_bs=2, grad_clip=100.0, train_steps=40, val_records=4,
+                train_file="zsre_mend_train-1k.json")
     return MENDHparams(**{**base, **changes})
 
 
@@ -54,7 +64,7 @@ def zsre_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def prepared(method_type: type[MEND], lm, out_dir: Path, **changes) -> tuple[MEND, dict]:
     method = method_type(hparams(**changes))
-    metrics = method.prepare(lm, SimpleNamespace(seed=0), out_dir)
+    metrics = method.prepare(lm, SimpleNamespace(seed=0, model_key="tiny"), out_dir)
     method.artifacts.method_dir = out_dir
     return method, metrics
 
@@ -138,18 +148,130 @@ def test_chain_reverts_bit_exact(name: str, dtype: str, zsre_dir: Path, tmp_path
     method, _ = prepared(MEND, lm, tmp_path, train_steps=6)
     requests = [EditRequest("Where is {}?", s, t) for s, t in [("Berlin", "Tokyo"), ("Paris", "Rome"), ("Apple", "Spain")]]
     before = snapshot(lm.model)
-    delta = method.edit(lm, requests)
-    assert snapshot(lm.model).keys() == before.keys() and all(torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
-    assert isinstance(delta, ComposedDelta) and len(delta.parts) == 3
-    first = delta.parts[0]
+    parts = []
+    for request in requests:  # each edit computed on the model carrying the previous ones
+        parts.append(method.edit(lm, [request]))
+        parts[-1].apply(lm.model)
+    for part in reversed(parts):
+        part.revert(lm.model)
+    assert all(torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
+    first = parts[0]
     assert isinstance(first, LowRankDelta) and list(first.factors) == method.sites(lm)
     tokens = len(lm.tokenizer("Where is Berlin?")["input_ids"]) + len(lm.tokenizer(" Tokyo")["input_ids"])
     for u, v in first.factors.values():
         assert u.dtype == v.dtype == torch.float32 and 1 <= u.shape[1] == v.shape[1] <= tokens - 1
+    delta = ComposedDelta(parts)
     delta.apply(lm.model)
     assert any(not torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
     delta.revert(lm.model)
     assert all(torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
+    joint = method.edit(lm, requests)
+    assert isinstance(joint, LowRankDelta)
+    joint.apply(lm.model)
+    joint.revert(lm.model)
+    assert all(torch.equal(before[k], v) for k, v in snapshot(lm.model).items())
+
+
+BATCH = [EditRequest("Where is {}?", "Berlin", "Tokyo", "Germany"), EditRequest("Where is {}?", "Apple", "Spain Italy", "Japan")]
+
+
+def test_batch_factors_are_the_batch_gradient(zsre_dir: Path, tmp_path: Path) -> None:
+    """Σ_t δ_t x_tᵀ of the joint edit's factors is the autograd gradient, with respect to each edited weight,
+    of the mean NLL over both requests' target tokens (each request scored alone, unpadded)."""
+    lm = build_tiny("tiny-llama")
+    method, _ = prepared(MEND, lm, tmp_path, train_steps=2)
+    modules = method.sites(lm)
+    scored = [Scored.of(lm.tokenizer, r.rewrite_prompt, r.target_new) for r in BATCH]
+    assert len(scored[0].labels) != len(scored[1].labels)  # token weighting differs from a mean of means
+    factors = gradient_factors(lm, Top(lm, [s.ids for s in scored], 0), [0, 1], scored, modules)
+    weights = [get_module(lm.model, m).weight.requires_grad_(True) for m in modules]
+    nll, count = 0.0, 0
+    try:
+        with torch.enable_grad():
+            for s in scored:
+                logits = lm.model(input_ids=torch.tensor([s.ids])).logits[0].float().log_softmax(-1)
+                nll = nll - logits[s.positions, s.labels].sum()
+                count += len(s.labels)
+            grads = torch.autograd.grad(nll / count, weights)
+    finally:
+        for weight in weights:
+            weight.requires_grad_(False)
+    for module, grad in zip(modules, grads):
+        x, delta = factors[module]
+        torch.testing.assert_close(delta.T @ x, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_delta_sums_every_tokens_editor_output(zsre_dir: Path, tmp_path: Path) -> None:
+    """The joint delta is edit_lr · Σ_t δ̃_t x̃_tᵀ over the tokens of both requests, with δ the batch loss's:
+    each request's own factors, δ scaled by its share of the batch's target tokens, through the editor."""
+    lm = build_tiny("tiny-gptj")
+    method, _ = prepared(MEND, lm, tmp_path, train_steps=6)
+    modules = method.sites(lm)
+    joint = method.edit(lm, BATCH)
+    scored = [Scored.of(lm.tokenizer, r.rewrite_prompt, r.target_new) for r in BATCH]
+    total = sum(len(s.labels) for s in scored)
+    alone = [gradient_factors(lm, Top(lm, [s.ids], 0), [0], [s], modules) for s in scored]
+    stacked = {m: (torch.cat([a[m][0] for a in alone]), torch.cat([a[m][1] * (len(s.labels) / total) for a, s in zip(alone, scored)]))
+               for m in modules}
+    with torch.no_grad():
+        expected = method.editor.updates(stacked)
+    for module in modules:
+        u, v = joint.factors[module]
+        eu, ev = expected[module]
+        assert u.shape[1] == eu.shape[1] == sum(int((a[module][1] != 0).any(-1).sum()) for a in alone)  # rank: the batch's tokens
+        torch.testing.assert_close(u @ v.T, eu @ ev.T, rtol=1e-4, atol=1e-7)
+
+
+def test_trained_batch_edit_raises_both_targets(zsre_dir: Path, tmp_path: Path) -> None:
+    lm = build_tiny("tiny-gptj")
+    method, _ = prepared(MEND, lm, tmp_path)
+
+    def logprobs() -> list[float]:
+        scores = teacher_forced(lm.model, lm.tokenizer, [r.rewrite_prompt for r in BATCH], [r.target_new for r in BATCH])
+        return [sum(s.token_logprobs) for s in scores]
+
+    before = logprobs()
+    delta = method.edit(lm, BATCH)
+    assert isinstance(delta, LowRankDelta)
+    delta.apply(lm.model)
+    after = logprobs()
+    delta.revert(lm.model)
+    assert all(a > b + 0.5 for a, b in zip(after, before)), (before, after)
+
+
+def test_figure4_batch_mode_stores_one_joint_delta_per_checkpoint(zsre_dir: Path, tmp_path: Path) -> None:
+    """chain-batch@MEND: checkpoint n's case is one low-rank delta of all n requests, not n composed edits."""
+    lm = build_tiny("tiny-llama")
+    method, _ = prepared(MEND, lm, tmp_path / "editor", train_steps=2)
+    requests = [EditRequest("Where is {}?", s, t) for s, t in [("Berlin", "Tokyo"), ("Paris", "Rome"), ("Apple", "Spain")]]
+    store_deltas(lm, "MEND", method, batch_cases(requests, [0, 1, 3]), tmp_path / "chain-batch", {"suite": "chain-batch"})
+    deltas = load_deltas(tmp_path / "chain-batch")
+    one, three = deltas["batch-0001"], deltas["batch-0003"]
+    assert isinstance(three, LowRankDelta) and list(three.factors) == method.sites(lm)
+    for module, (u, _) in three.factors.items():
+        assert u.shape[1] > one.factors[module][0].shape[1]  # the rank grows with the batch's tokens
+    torch.testing.assert_close(three.factors, method.edit(lm, requests).factors, rtol=0, atol=0)
+
+
+def test_training_file_is_a_checked_choice(zsre_dir: Path, tmp_path: Path) -> None:
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["methods"]["MEND"]["smollm2-135m"]["train_file"] = "zsre_mend_train.json"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"methods\.MEND\.smollm2-135m\.train_file: Input should be .*zsre_mend_train_10000\.json"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ValueError, match=r"methods\.MEND\.tiny\.train_file: .*zsre_mend_train_10000\.json is missing .*include_optional=true"):
+        prepared(MEND, build_tiny("tiny-llama"), tmp_path, train_file="zsre_mend_train_10000.json")
+    (zsre_dir / "zsre_mend_train_10000.json").write_text(json.dumps(zsre_rows()[::-1]), encoding="utf-8")
+    _, metrics = prepared(MEND, build_tiny("tiny-llama"), tmp_path, train_file="zsre_mend_train_10000.json", train_steps=2)
+    assert metrics["train_records"] == len(zsre_rows()) - 4
+
+
+def test_no_suite_reads_a_training_file() -> None:
+    """The held-out validation records come from the training file: no suite or Figure-4 file may be one."""
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    choices = set(get_args(TrainFile))
+    text = json.dumps({"suites": params["suites"], "general": params["general"]})
+    assert not [name for name in choices if name in text]
 
 
 def test_an_editor_from_other_code_is_refused(zsre_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,13 +4,18 @@ Follows eric-mitchell/mend (`algs/mend.py`, `trainer.py`; EDITORS.md §2.1): the
 projections `modules` of the blocks `layers` (GPT-J's fc_in and fc_out of blocks 25-27, SmolLM2's gate, up
 and down projections of blocks 27-29); the network is `methods/mend_net.py`, its passes
 `methods/mend_edit.py`, its training `methods/mend_train.py`, run by this method's `prepare` hook (the
-`prepare@MEND` stage) on the zsRE training file.
+`prepare@MEND` stage) on the zsRE training file `train_file`.
 
 An edit takes the target NLL's gradient factors (x_t, δ_t) of every edited layer on the current weights
 (so a chain of edits composes, each seeing the previous ones), maps them through the trained editor with
 its statistics frozen and stores ΔW = edit_lr · Σ_t δ̃_t x̃_tᵀ exactly, as the low-rank factors
 (edit_lr · δ̃ᵀ, x̃ᵀ) of rank T (the edited tokens), in float32. The reference adds the update
 (`p + lr · ∇̃`, no descent sign): the editor learns the direction.
+
+Several requests are edited jointly, as the reference's `MEND.edit` on a batch: the loss is the mean NLL
+over the target tokens of all of them (one padded pass), its gradient per layer the sum of every token's
+outer product δ_t x_tᵀ, each token's pair mapped by the editor, and the one delta Σ_t over the batch's
+tokens (rank T = the batch's edited tokens).
 """
 
 from __future__ import annotations
@@ -40,14 +45,18 @@ if TYPE_CHECKING:
 EDITOR_FILE = "editor.safetensors"
 #: Which projections of each edited block, by `Architecture` field.
 ModuleRole = Literal["mlp_pre_act", "mlp_in", "mlp_out"]
+#: The MEND-schema zsRE training files under data/raw/zsre: the mirrored 1k subset, or EasyEdit's 10,000
+#: records (an optional file of the zsre benchmark: `data.benchmarks.zsre.include_optional`).
+TRAIN_10K_FILE = "zsre_mend_train_10000.json"
+TrainFile = Literal["zsre_mend_train-1k.json", "zsre_mend_train_10000.json"]
 
 
 class MENDHparams(Hparams):
     """MEND's `methods.MEND.<model>` block: the edited layers, the network and its training.
 
     `train_steps` is the number of training edits (one record each); the reference trains up to 100,000
-    (EasyEdit's GPT-J `max_iters`), the CPU default far fewer. `val_records` held-out training records
-    measure the editor.
+    (EasyEdit's GPT-J `max_iters`), the CPU default far fewer, on `train_file`. `val_records` held-out
+    training records measure the editor.
     """
 
     layers: Annotated[list[NonNegativeInt], LAYER, Field(min_length=1)]
@@ -63,6 +72,7 @@ class MENDHparams(Hparams):
     grad_clip: PositiveFloat
     train_steps: NonNegativeInt
     val_records: PositiveInt
+    train_file: TrainFile
 
 
 def code_hash() -> str:
@@ -76,7 +86,7 @@ def code_hash() -> str:
 
 def describe(hparams: MENDHparams) -> str:
     """One sentence on how long the editor trained, for table footnotes."""
-    return f"MEND editor trained for {hparams.train_steps} edits on the zsRE training file (the reference: up to 100,000)"
+    return f"MEND editor trained for {hparams.train_steps} edits on {hparams.train_file} (the reference: up to 100,000)"
 
 
 class MEND(EditMethod):
@@ -84,6 +94,7 @@ class MEND(EditMethod):
 
     name = "MEND"
     hparams_type = MENDHparams
+    batch_capable = True  # several requests: one joint edit (the reference's batch)
     #: False for the untrained control, whose network stays at its identity initialisation.
     trains: ClassVar[bool] = True
 
@@ -114,7 +125,8 @@ class MEND(EditMethod):
         shapes = {m: tuple(reversed(linear_weight(lm.model, m).shape)) for m in modules}
         editor = MendEditor(shapes, hp.rank, hp.n_hidden, hp.edit_lr, seed=params.seed)
         settings = mend_train.Settings(hp.train_steps, hp.lr, hp.lr_lr, hp.cedit, hp.cloc, hp.accumulate_bs, hp.grad_clip, params.seed)
-        train, val = mend_train.split(mend_train.examples(lm.tokenizer, load_zsre(layout.raw_root() / "zsre")), hp.val_records, params.seed)
+        records = load_zsre(training_file(layout.raw_root(), hp, f"methods.{self.name}.{params.model_key}"))
+        train, val = mend_train.split(mend_train.examples(lm.tokenizer, records), hp.val_records, params.seed)
         start = min(hp.layers)
         metrics: dict[str, float | int | str] = {"train_records": len(train), "val_records": len(val), "trained": int(self.trains)}
         metrics.update(mend_train.fit(lm, editor, modules, start, train, settings, optimise=self.trains))
@@ -132,14 +144,24 @@ class MEND(EditMethod):
         return editor
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:
-        if len(requests) != 1:
-            raise ValueError("MEND edits one request at a time; EditMethod.edit sequences several")
+        """One delta for all `requests` (the joint edit), or for the one request."""
         modules = self.sites(lm)
         if list(self.editor.shapes) != modules:
             raise ValueError(f"{self.editor_file} edits {list(self.editor.shapes)}, the hyper-parameters name {modules}: re-run prepare@{self.name}")
-        request = requests[0]
-        scored = Scored.of(lm.tokenizer, request.rewrite_prompt, request.target_new)
-        factors = gradient_factors(lm, Top(lm, [scored.ids], min(self.hparams.layers)), 0, scored, modules)
+        scored = [Scored.of(lm.tokenizer, request.rewrite_prompt, request.target_new) for request in requests]
+        top = Top(lm, [s.ids for s in scored], min(self.hparams.layers))
+        factors = gradient_factors(lm, top, range(len(scored)), scored, modules)
         with torch.no_grad():
             updates = self.editor.updates(factors)
         return LowRankDelta({name: (u.contiguous(), v.contiguous()) for name, (u, v) in updates.items()})
+
+
+def training_file(raw_root: Path, hparams: MENDHparams, where: str) -> Path:
+    """The chosen training file under data/raw/zsre (`where`: the params block, for the error); the optional
+    10,000-record file is there only once downloaded."""
+    path = raw_root / "zsre" / hparams.train_file
+    if not path.is_file():
+        hint = (" (an optional file of the zsre benchmark: set data.benchmarks.zsre.include_optional=true and run download@zsre)"
+                if hparams.train_file == TRAIN_10K_FILE else "")
+        raise ValueError(f"{where}.train_file: {path} is missing{hint}")
+    return path

@@ -3,9 +3,12 @@
 Only the blocks from the lowest edited one up change, so every sequence is run through the blocks below
 once (no gradient) and each pass restarts from the residual entering that block (`layers.normed_hidden`;
 a full pass where the architecture cannot restart). Two passes:
-- `gradient_factors`: the edit's inner step. The loss is the mean NLL of the target tokens; for each edited
-  linear layer its input rows x_t and the loss's gradient δ_t with respect to its output (the reference's
-  forward and backward hooks, `hooks.py`). First order, as the reference: x and δ are detached.
+- `gradient_factors`: the edit's inner step. The loss is the mean NLL of the target tokens of every
+  sequence edited together (one request, or a batch: the mean over all the batch's target tokens, the
+  reference's `multiclass_log_probs`); for each edited linear layer its input rows x_t and the loss's
+  gradient δ_t with respect to its output, the rows of every sequence stacked (the reference's forward and
+  backward hooks, `hooks.py`, and its flattening of the batch's positions). First order, as the reference:
+  x and δ are detached.
 - `pending`: a forward with the update ΔW = U Vᵀ added as x V Uᵀ to each layer's output, differentiable in
   U and V (the reference's `higher` monkey-patch does the same through W + ΔW).
 """
@@ -68,12 +71,20 @@ def log_probs(lm: LoadedModel, hidden: torch.Tensor, positions: Sequence[Sequenc
 
 def target_nll(rows: torch.Tensor, scored: Scored) -> torch.Tensor:
     """The mean NLL of the target tokens, from the log-probability rows at `scored.positions`."""
-    labels = torch.tensor(scored.labels, device=rows.device)
-    return -rows.gather(1, labels[:, None]).mean()
+    return batch_nll([rows], [scored])
 
 
-def gradient_factors(lm: LoadedModel, top: Top, row: int, scored: Scored, modules: Sequence[str]) -> Factors:
-    """Per module, (x (T, in), δ (T, out)) of the target NLL of `top`'s row `row` on the current weights."""
+def batch_nll(rows: Sequence[torch.Tensor], scored: Sequence[Scored]) -> torch.Tensor:
+    """The mean NLL over the target tokens of every sequence (each token weighs the same, as the reference's
+    edit loss over a batch), from each sequence's log-probability rows at its `positions`."""
+    picked = [r.gather(1, torch.tensor(s.labels, device=r.device)[:, None]) for r, s in zip(rows, scored, strict=True)]
+    return -torch.cat(picked).mean()
+
+
+def gradient_factors(lm: LoadedModel, top: Top, rows: Sequence[int], scored: Sequence[Scored], modules: Sequence[str]) -> Factors:
+    """Per module, (x (T, in), δ (T, out)) of the mean target NLL of `top`'s rows `rows` (scored by `scored`,
+    in order) on the current weights: every position of every row, row after row (T = rows × width; the
+    positions after a row's last target token, padding included, have δ = 0 and are dropped by the editor)."""
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook_for(name: str):
@@ -87,13 +98,12 @@ def gradient_factors(lm: LoadedModel, top: Top, row: int, scored: Scored, module
     handles = [get_module(lm.model, name).register_forward_hook(hook_for(name)) for name in modules]
     try:
         with torch.enable_grad():
-            (rows,) = log_probs(lm, top.hidden([row]), [scored.positions])
-            loss = target_nll(rows, scored)
+            loss = batch_nll(log_probs(lm, top.hidden(list(rows)), [s.positions for s in scored]), scored)
             grads = torch.autograd.grad(loss, [captured[name][1] for name in modules])
     finally:
         for handle in handles:
             handle.remove()
-    return {name: (captured[name][0][0], grad[0]) for name, grad in zip(modules, grads)}
+    return {name: (captured[name][0].flatten(0, 1), grad.flatten(0, 1)) for name, grad in zip(modules, grads)}
 
 
 @contextmanager

@@ -76,7 +76,7 @@ def edit_step(lm: LoadedModel, editor: MendEditor, modules: list[str], start: in
     loc_positions = range(len(example.loc))
     with torch.no_grad():
         pre_outer, pre_loc = log_probs(lm, top.hidden([1, 2]), [example.outer.positions, loc_positions])
-    factors = gradient_factors(lm, top, 0, example.inner, modules)
+    factors = gradient_factors(lm, top, [0], [example.inner], modules)
     editor.train(training)
     with torch.set_grad_enabled(training):
         with pending(lm.model, editor.updates(factors)):
@@ -118,7 +118,7 @@ def fit(lm: LoadedModel, editor: MendEditor, modules: list[str], start: int, tra
     for step, index in progress(list(enumerate(order)), "MEND training" if optimise else "MEND statistics", lambda item: str(item[0])):
         example = train[index]
         if not optimise:
-            editor.observe(gradient_factors(lm, _top(lm, example, start), 0, example.inner, modules))
+            editor.observe(gradient_factors(lm, _top(lm, example, start), [0], [example.inner], modules))
             continue
         edit_loss, loc_kl, _ = edit_step(lm, editor, modules, start, example, training=True)
         loss = settings.cedit * edit_loss + settings.cloc * loc_kl
