@@ -11,7 +11,8 @@ import sys
 
 from kepitfalls.data.download import fetch_benchmark
 from kepitfalls.data.registry import benchmark_names
-from kepitfalls.params import PROJECT_ROOT, load_params, mirror_dir
+from kepitfalls.data.settings import Data
+from kepitfalls.params import PROJECT_ROOT, load_sections, mirror_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-optional", action="store_true", help="also fetch files the mirror lacks")
     args = parser.parse_args(argv)
 
-    params = load_params()
+    params = load_sections({"data": Data})  # no model code: the `params` stage validated the rest
     settings = params.data.benchmarks.get(args.benchmark)
     include_optional = args.include_optional or (settings is not None and settings.include_optional)
     dest = PROJECT_ROOT / "data" / "raw" / args.benchmark

@@ -15,7 +15,9 @@ import sys
 from kepitfalls import layout
 from kepitfalls.atomic import write_json, write_text
 from kepitfalls.general.scores import COLUMNS, flat_metrics, run_rows
-from kepitfalls.params import load_params
+from kepitfalls.general.config import General
+from kepitfalls.params import load_sections
+from kepitfalls.report.settings import ReportOptions
 
 
 def _read(path):
@@ -24,7 +26,7 @@ def _read(path):
 
 if __name__ == "__main__":
     method = sys.argv[1]
-    params = load_params()
+    params = load_sections({"general": General, "report": ReportOptions})  # no model code (`params` validated the rest)
     modes = ["sequential"] + (["batch"] if method in params.general.batch_methods else [])
     unedited = _read(layout.general_unedited_file())
     rows = [row for mode in modes for row in run_rows(method, mode, unedited, _read(layout.general_run_file(method, mode)), params.report.bootstrap)]

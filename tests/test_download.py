@@ -22,7 +22,7 @@ from kepitfalls.data.download import MANIFEST, fetch_benchmark, fetch_files, ver
 from kepitfalls.data.errors import ChecksumError, DataError, DownloadError, OfflineError
 from kepitfalls.data.registry import Benchmark, FileSpec, benchmark_names, get_benchmark
 from kepitfalls.data.remote import RetryPolicy
-from kepitfalls.params import ParamsError, load_params, mirror_dir
+from kepitfalls.params import ParamsError, load_params, load_sections, mirror_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_FILES = ("piqa/valid-labels.lst", "mquake/prompts/rel-prompts.json")
@@ -427,7 +427,7 @@ def test_stage_script_fetches_into_data_raw(data_mirror: Path, tmp_path: Path, m
     monkeypatch.delenv("KEPITFALLS_MIRROR", raising=False)
     monkeypatch.setattr(stage, "PROJECT_ROOT", tmp_path)
     data = config.Data(mirror=str(data_mirror), benchmarks={"sst2": config.Benchmark(include_optional=False)})
-    monkeypatch.setattr(stage, "load_params", lambda: load_params().model_copy(update={"data": data}))
+    monkeypatch.setattr(stage, "load_sections", lambda sections: load_sections(sections).model_copy(update={"data": data}))
     assert stage.main(["sst2"]) == 0
     assert (tmp_path / "data/raw/sst2/dev.tsv").read_bytes() == (data_mirror / "sst2/dev.tsv").read_bytes()
     assert "mirror:sst2/dev.tsv" in capsys.readouterr().out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.scorers import gsm8k, nq, samsum, sst2
 from kepitfalls.general.tasks import Example
 from kepitfalls.general.tasks.gsm8k import MARKER

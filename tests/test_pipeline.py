@@ -102,7 +102,10 @@ def repro_stages(cwd: Path) -> set[str]:
 
 
 #: What a test that changes params or code may change in the workspace (besides DVC's cache).
-MUTABLE = ("params.yaml", "dvc.lock", "src", "data/suites", "data/pre", "artifacts/deltas", "metrics", "reports")
+MUTABLE = (
+    "params.yaml", "dvc.lock", "src", "artifacts/params", "artifacts/code", "data/suites", "data/pre", "artifacts/deltas",
+    "metrics", "reports",
+)
 
 
 @contextmanager
@@ -209,10 +212,11 @@ def test_recomputed_artifacts_are_byte_identical(workspace: Path) -> None:
 def test_changing_rome_params_reruns_only_rome_cells(workspace: Path, tmp_path: Path) -> None:
     with restored(workspace, tmp_path):
         set_params(workspace / "params.yaml", {("methods", "ROME", "smollm2-135m", "v_lr"): 0.4})
-        # The report re-runs only if the metrics changed; nothing of FT, selection or the model re-runs.
+        # The report re-runs only if the metrics changed; nothing of FT, selection or the model re-runs (`params`
+        # re-runs on any change of params.yaml and rewrites only the changed keys' files).
         # prepare@ROME reads the same block (where a trained editor's settings live) and rewrites the same
         # templates, so the new deltas' keys differ only by the changed hyper-parameter.
-        assert repro_stages(workspace) - {"report"} == {"prepare@ROME", "edit@ROME-counterfact", "evaluate@ROME-counterfact"}
+        assert repro_stages(workspace) - {"report"} == {"params", "prepare@ROME", "edit@ROME-counterfact", "evaluate@ROME-counterfact"}
 
 
 def test_growing_a_subset_computes_only_the_new_edits(workspace: Path, tmp_path: Path) -> None:
@@ -235,8 +239,8 @@ def test_changing_metric_code_reruns_only_evaluation(workspace: Path, tmp_path: 
     with restored(workspace, tmp_path):
         module.write_text(module.read_text() + "\n# a change\n")
         # Pre-edit scores hold raw outputs only (matching is metric code), so neither pre@, edit@, select@
-        # nor the model stage runs.
-        assert repro_stages(workspace) - {"report"} == {f"evaluate@{m}-counterfact" for m in METHODS}
+        # nor the model stage runs (`code` re-runs on any code change; no stage kind's shared-code digest moved).
+        assert repro_stages(workspace) - {"report"} == {"code"} | {f"evaluate@{m}-counterfact" for m in METHODS}
 
 
 def test_deltas_travel_through_a_real_dvc_remote(workspace: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from kepitfalls.data.settings import Benchmark, Data
 from kepitfalls.general.config import General
 from kepitfalls.methods import SUPPORTED as METHODS, method_class
 from kepitfalls.methods.base import Hparams
@@ -46,17 +47,6 @@ class Runtime(Section):
     workers: PositiveInt | None
     engine: Literal["local", "ray"]
     device: str | None
-
-
-class Benchmark(Section):
-    include_optional: bool
-
-
-class Data(Section):
-    """`mirror`: a local folder laid out like ../shared/benchmarks (null: public URLs only)."""
-
-    mirror: str | None
-    benchmarks: dict[str, Benchmark]
 
 
 class TemplateRecipe(Section):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from kepitfalls.config import Params
+if TYPE_CHECKING:  # the schema imports every method and suite (torch): only load_params needs it
+    from kepitfalls.config import Params
 
 #: The checkout this code belongs to; $KEPITFALLS_PROJECT_ROOT where the package was shipped elsewhere (Ray actors).
 PROJECT_ROOT = Path(os.environ.get("KEPITFALLS_PROJECT_ROOT") or Path(__file__).resolve().parents[2])
@@ -19,6 +20,7 @@ PARAMS_FILE = "params.yaml"
 #: Keys DVC's run-cache leaves out of a stage's signature at any depth (treeverse/dvc#10296, unfixed in
 #: DVC 3.67): changing such a param would silently restore the previous run's outputs.
 RUN_CACHE_BLIND_KEYS = ("size", "nfiles")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ParamsError(ValueError):
@@ -27,6 +29,24 @@ class ParamsError(ValueError):
 
 def load_params(path: Path | str | None = None) -> Params:
     """Load and validate the project's params.yaml (or another file with the same layout)."""
+    from kepitfalls.config import Params
+
+    return _validated(Params, path)
+
+
+def load_sections(sections: dict[str, type[BaseModel]], path: Path | str | None = None) -> BaseModel:
+    """Only the named top-level sections of params.yaml, each validated against its schema (the rest ignored).
+
+    For the stages that load no model (download, general-score): the whole schema imports every method and
+    suite module, torch with them, which costs seconds per stage. The `params` stage, which every stage
+    depends on, has validated the whole file before any of them runs.
+    """
+    schema = create_model("Sections", __config__=ConfigDict(extra="ignore", frozen=True), **{k: (v, ...) for k, v in sections.items()})
+    return _validated(schema, path)
+
+
+def _validated(schema: type[Model], path: Path | str | None) -> Model:
+    """params.yaml (or `path`) validated against `schema`; every problem named by its key."""
     path = Path(path) if path is not None else PROJECT_ROOT / PARAMS_FILE
     with open(path, encoding="utf-8") as handle:
         params = yaml.safe_load(handle)
@@ -38,18 +58,18 @@ def load_params(path: Path | str | None = None) -> Params:
             "(subset sizes are `subset_size`)"
         )
     try:
-        return Params.model_validate(params)
+        return schema.model_validate(params)
     except ValidationError as error:
-        raise ParamsError(f"{path} is not valid:\n" + "\n".join(_describe(error))) from None
+        raise ParamsError(f"{path} is not valid:\n" + "\n".join(_describe(error, schema))) from None
 
 
-def _describe(error: ValidationError) -> list[str]:
+def _describe(error: ValidationError, schema: type[BaseModel]) -> list[str]:
     """One line per error: the dotted key, then what was wrong and what was expected."""
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            expected = _section_at(Params, item["loc"][:-1])
+            expected = _section_at(schema, item["loc"][:-1])
             what = "unknown key" + (f" (expected one of: {', '.join(expected.model_fields)})" if expected else "")
         elif item["type"] == "missing":
             what = "missing key"

@@ -9,19 +9,13 @@ pad strings at the start of the text and multiplies the cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from kepitfalls.general.generated import Generation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import prompt_ids
-
-
-@dataclass(frozen=True)
-class Generation:
-    new: str
-    full: str
 
 
 @torch.inference_mode()

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.names import ME_PPL, SCORERS, WIKITEXT
 from kepitfalls.general.scorers import scorer_module
 from kepitfalls.general.tasks import Example

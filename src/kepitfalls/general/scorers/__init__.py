@@ -1,5 +1,5 @@
 """The two scorers of each Figure-4 task, one module per task (`SCORERS`: scorer name → `Scorer`), both
-reading the same stored generations (`generation.Generation`): `gu` reproduces Gu et al.'s scoring, quirks
+reading the same stored generations (`generated.Generation`): `gu` reproduces Gu et al.'s scoring, quirks
 included, on the whole decoded sequence; `clean` reads the new tokens only."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Sequence
 
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.names import TASKS
 from kepitfalls.general.tasks import Example
 

@@ -6,7 +6,7 @@ import re
 from typing import Sequence
 
 from kepitfalls.general import names
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.scorers import Scorer
 from kepitfalls.general.tasks import Example
 from kepitfalls.general.tasks.gsm8k import MARKER

@@ -7,7 +7,7 @@ import string
 from typing import Sequence
 
 from kepitfalls.general import names
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.scorers import Scorer
 from kepitfalls.general.tasks import Example
 

@@ -13,7 +13,7 @@ from rouge import Rouge
 from rouge_score.rouge_scorer import RougeScorer
 
 from kepitfalls.general import names
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.scorers import Scorer
 from kepitfalls.general.tasks import Example
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kepitfalls.general import names
-from kepitfalls.general.generation import Generation
+from kepitfalls.general.generated import Generation
 from kepitfalls.general.scorers import Scorer
 from kepitfalls.general.tasks import Example
 
