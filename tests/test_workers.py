@@ -15,6 +15,7 @@ from kepitfalls import editing, layout, workers
 from kepitfalls.atomic import write_json, write_jsonl
 from kepitfalls.data.counterfact import CounterFactRecord
 from kepitfalls.data.records import EditRequest
+from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, Router
@@ -120,34 +121,61 @@ def test_fanning_out_without_a_loader_is_refused(tiny_gptj_lm: LoadedModel) -> N
         workers.map_cases(tiny_gptj_lm, None, lambda lm, item: item, [1, 2], 2, "test")
 
 
-def test_a_method_with_a_router_is_scored_in_this_process_with_its_router_installed(
+class FactRouter(Router):
+    """Prepends the applied memory's facts to the prompts that name a subject in it (a stand-in for SERAC's scope)."""
+
+    def rewrite(self, memory, prompts):
+        entries = [entry for delta in memory for entry in delta.entries]
+        return [next((f"{e['fact']} {prompt}" for e in entries if e["subject"] in prompt), None) for prompt in prompts]
+
+
+class MemoryMethod(FineTune):
+    """A memory-based method for the test: each edit stores its fact; scoring sees it through `FactRouter`."""
+
+    def router(self) -> Router:
+        return FactRouter()
+
+    def edit_batch(self, lm, requests):
+        return MemoryDelta("FT", [{"fact": r.rewrite_prompt + r.target_new, "subject": r.subject} for r in requests])
+
+
+def test_a_memory_method_fans_out_with_its_router_in_every_worker(
     tiny_gptj_lm: LoadedModel, suite_on_disk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker process would have no router (memory deltas raise NoRouterError there) and would keep its
-    routing counts: whatever `workers` says, such a method's cases are scored here, inside `installed`."""
-
-    class Passthrough(Router):
-        def rewrite(self, memory, prompts):
-            return [None] * len(prompts)
-
-    class Routed(FineTune):
-        def router(self) -> Router:
-            return Passthrough()
-
+    """Each worker installs its copy of the router around each record; metrics, rows and routing counts
+    (summed over records) are the bytes one process gives, and the model is left without a router."""
     hparams = FTHparams(layers=[1], num_steps=2, lr=1e-2, weight_decay=0.0, objective="target_new", norm_constraint=None)
-    monkeypatch.setattr(editing, "build_method", lambda params, name: Routed(hparams))
+    monkeypatch.setattr(editing, "build_method", lambda params, name: MemoryMethod(hparams))
     out = tmp_path / "deltas"
     editing.edit_suite(tiny_gptj_lm, None, "FT", SUITE, out)
     editing.compute_pre(tiny_gptj_lm, SUITE, layout.pre_dir(SUITE))
-    seen: list[object] = []
-    score = editing._score
-
-    def spy(*args):
-        seen.append((os.getpid(), getattr(tiny_gptj_lm.model, ROUTER_ATTRIBUTE, None)))
-        return score(*args)
-
-    monkeypatch.setattr(editing, "_score", spy)
-    evaluation = editing.evaluate_suite(tiny_gptj_lm, None, "FT", SUITE, out, workers=2, loader=None)  # no loader: no fan-out
-    assert evaluation.metrics["ES_n"] == 4.0
-    assert len(seen) == 4 and all(pid == os.getpid() and isinstance(router, Passthrough) for pid, router in seen)
+    serial = editing.evaluate_suite(tiny_gptj_lm, None, "FT", SUITE, out)
+    parallel = editing.evaluate_suite(tiny_gptj_lm, None, "FT", SUITE, out, workers=3, loader=tiny_worker)
+    assert serial.metrics["routing_score_prompts_seen"] > serial.metrics["routing_score_prompts_routed"] > 0
+    assert evaluation_bytes(tmp_path, "serial", serial) == evaluation_bytes(tmp_path, "parallel", parallel)
     assert getattr(tiny_gptj_lm.model, ROUTER_ATTRIBUTE, None) is None
+
+
+def pid_loader() -> int:
+    return os.getpid()
+
+
+def computed_where(lm: int, item: int) -> tuple[int, int]:
+    """The item and the process that computed it (`lm` is the loader's value: a worker's pid, or the caller's)."""
+    if item < 0:
+        raise ValueError(f"bad item {item}")
+    return item, os.getpid()
+
+
+@pytest.mark.parametrize("count", [2, 3, 8])
+def test_this_process_takes_cases_too_and_results_keep_input_order(count: int) -> None:
+    """The first case is always this process's (the others are still spawning); order is the input's."""
+    items = list(range(5))
+    results = workers.map_cases(os.getpid(), pid_loader, computed_where, items, count, "test")
+    assert [item for item, _ in results] == items
+    assert results[0][1] == os.getpid()
+
+
+def test_a_worker_error_is_raised_here() -> None:
+    with pytest.raises((ValueError, RuntimeError), match="bad item -1"):  # raised here or sent by a worker
+        workers.map_cases(os.getpid(), pid_loader, computed_where, [0, 1, 2, -1], 2, "test")

@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ from kepitfalls.methods import method_class
 from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.metrics.records import Evaluation, by_metric, statistic
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.router import installed, routing_metrics
+from kepitfalls.scoring.router import Router, installed, routing_metrics
 from kepitfalls.suites import suite_module
 from kepitfalls.suites.common import EditCase, PreScores, applied, chain, check_cases, load_pre, load_records, save_pre
 from kepitfalls.workers import Loader, map_cases
@@ -221,14 +222,26 @@ def _score(suite: str, deltas: Mapping[str, Delta], pre: PreScores, lm: LoadedMo
     return suite_module(suite).score(lm, record, deltas, pre)
 
 
+def _score_routed(
+    suite: str, deltas: Mapping[str, Delta], pre: PreScores, router: Router, lm: LoadedModel, record: Any
+) -> tuple[Any, Counter[str], Counter[str]]:
+    """A memory-based method's record, scored with its router installed on this process's model (a worker's
+    copy of the router travels with the case function), and the routing counts of this record alone."""
+    router.seen.clear()
+    router.routed.clear()
+    with installed(lm.model, router):
+        scored = _score(suite, deltas, pre, lm, record)
+    return scored, Counter(router.seen), Counter(router.routed)
+
+
 def evaluate_suite(
     lm: LoadedModel, params: Params, method_name: str, suite: str, deltas_dir: Path, workers: int = 1,
     loader: Loader | None = None, engine: str = "local",
 ) -> Evaluation:
     """The suite's flat metrics for a method's stored deltas, to 6 significant digits so diffs show real changes,
     with `<name>_n` (records) for every metric that has per-record rows, and those rows; a memory-based
-    method's router is installed meanwhile, and its counts (prompts seen and routed per primitive) join the
-    metrics.
+    method's router is installed while each record is scored, in whichever process scores it, and its
+    counts (prompts seen and routed per primitive, summed over the records) join the metrics.
 
     Records are scored one by one (`score`, fanned out over `workers` processes or Ray actors, `engine`) and
     summarised together.
@@ -243,15 +256,18 @@ def evaluate_suite(
     expected = delta_keys(lm, method_name, method, suite_cases(suite, records))
     deltas, pre = load_deltas(deltas_dir, expected), load_pre(layout.pre_dir(suite))
     router = method.router()
-    if router is not None:
-        # A memory-based method's deltas reach scoring only through its router, installed on this process's
-        # model (a worker process or Ray actor would have none: `route` raises NoRouterError), and its routing counts are
-        # kept here: such a method is scored in this one process, whatever `workers` says.
-        workers = 1
-    with installed(lm.model, router):
-        scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, f"evaluate {method_name} on {suite}",
-                            engine=engine)
-        result = module.summarise(lm, records, scores, pre)
+    what = f"evaluate {method_name} on {suite}"
+    if router is None:
+        scores = map_cases(lm, loader, partial(_score, suite, deltas, pre), module.items(records), workers, what, engine=engine)
+    else:
+        routed = map_cases(lm, loader, partial(_score_routed, suite, deltas, pre, router), module.items(records), workers, what, engine=engine)
+        scores = [scored for scored, _, _ in routed]
+        router.seen.clear()
+        router.routed.clear()
+        for _, seen, hits in routed:  # `update`, not `+`: a primitive that saw 0 prompts keeps its 0
+            router.seen.update(seen)
+            router.routed.update(hits)
+    result = module.summarise(lm, records, scores, pre)
     metrics = {name: _rounded(value) for name, value in result.metrics.items()} | routing_metrics(router)
     for name, rows in by_metric(result.records).items():
         if name not in metrics or not math.isclose(statistic(rows), result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):

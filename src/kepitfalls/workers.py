@@ -1,7 +1,10 @@
 """A map over independent cases, run in this process or fanned out over spawned worker processes.
 
 The edit and evaluate stages hand it one function and the cases; each worker loads the model once (the
-`loader`) and receives the function once, then only the cases travel. Results come back in input order,
+`loader`) and receives the function and the cases once, then only case indices and results travel. This
+process is one of the workers: it starts on the cases at once while the others spawn and load (5-8 s for
+SmolLM2), and every process claims the next unclaimed case from one shared counter, so a 2-case stage
+gains from a second worker instead of waiting for it. Results come back in input order,
 so the outputs do not depend on how many workers computed them. A case never depends on another case's
 result (a sequential protocol is one case that chains its own edits), which is also what a fan-out over
 Ray actors needs: the same `fn(lm, item)`, a loader per actor.
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Callable, Sequence, TypeVar
+import queue
+import traceback
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from kepitfalls.config import Params
 from kepitfalls.models.loading import LoadedModel
@@ -25,7 +30,6 @@ Loader = Callable[[], LoadedModel]
 #: Computes one case on the worker's model; must be picklable (a module-level function or a partial of one).
 CaseFn = Callable[[LoadedModel, T], R]
 
-_worker: tuple[LoadedModel, CaseFn] | None = None
 ENGINES = ("local", "ray")
 
 
@@ -55,15 +59,66 @@ def engine_name(params: Params) -> str:
     return engine
 
 
-def _start(loader: Loader, fn: CaseFn) -> None:
-    global _worker
-    _worker = (loader(), fn)
+def _claim(counter: Any, total: int) -> int | None:
+    """The index of the next case nobody has taken yet, or None once all are taken."""
+    with counter.get_lock():
+        index = counter.value
+        if index >= total:
+            return None
+        counter.value = index + 1
+    return index
 
 
-def _run(item: T) -> R:
-    assert _worker is not None, "worker used before its initializer ran"
-    lm, fn = _worker
-    return fn(lm, item)
+def _serve(loader: Loader, fn: CaseFn, items: Sequence[T], counter: Any, results: Any) -> None:
+    """A spawned worker: build the model, then compute unclaimed cases until none is left."""
+    try:
+        lm = loader()
+        while (index := _claim(counter, len(items))) is not None:
+            results.put((index, fn(lm, items[index]), None))
+    except BaseException:  # reported to the parent, which raises it there
+        results.put((None, None, traceback.format_exc()))
+
+
+def _shared_map(lm: LoadedModel, loader: Loader, fn: CaseFn, items: Sequence[T], helpers: int, desc: str) -> list[R]:
+    """`fn` over `items` in this process and `helpers` spawned ones, all claiming from one counter."""
+    context = multiprocessing.get_context("spawn")  # no fork: torch's thread pools do not survive it
+    counter, inbox = context.Value("q", 0), context.Queue()
+    processes = [context.Process(target=_serve, args=(loader, fn, items, counter, inbox), daemon=True) for _ in range(helpers)]
+    for process in processes:
+        process.start()
+    results: dict[int, R] = {}
+
+    def finished() -> Iterator[int]:
+        while (index := _claim(counter, len(items))) is not None:
+            results[index] = fn(lm, items[index])
+            yield index
+        while len(results) < len(items):
+            yield _receive(inbox, processes, results)
+
+    try:
+        for _ in progress(finished(), desc):
+            pass
+    finally:
+        for process in processes:  # those still loading found nothing left to do
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    return [results[index] for index in range(len(items))]
+
+
+def _receive(inbox: Any, processes: list[Any], results: dict[int, Any]) -> int:
+    """Store the next result a worker sends; a worker's error is raised here, a worker's death too."""
+    while True:
+        try:
+            index, result, error = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if not any(process.is_alive() for process in processes):
+                raise RuntimeError(f"worker processes exited with {len(results)} results received") from None
+            continue
+        if error is not None:
+            raise RuntimeError(f"a worker process failed:\n{error}")
+        results[index] = result
+        return index
 
 
 def map_cases(
@@ -76,10 +131,10 @@ def map_cases(
     label: Callable[[T], str] | None = None,
     engine: str = "local",
 ) -> list[R]:
-    """`[fn(lm, item) for item in items]`, in `workers` spawned processes (or Ray actors, with `engine` ray)
-    when there is more than one to do.
+    """`[fn(lm, item) for item in items]`, in this process and `workers` − 1 spawned ones (or `workers` Ray
+    actors, with `engine` ray) when there is more than one to do.
 
-    With one worker (or one item) everything runs here on `lm`; otherwise each worker builds its own
+    With one worker (or one item) everything runs here on `lm`; otherwise each spawned worker builds its own
     model with `loader`, which must give the same weights as `lm` for the results to be identical.
     """
     count = min(workers, len(items))
@@ -91,9 +146,4 @@ def map_cases(
         from kepitfalls.ray_fanout import ray_map
 
         return ray_map(loader, fn, items, count, desc)
-    context = multiprocessing.get_context("spawn")  # no fork: torch's thread pools do not survive it
-    with context.Pool(count, initializer=_start, initargs=(loader, fn)) as pool:
-        results = list(progress(pool.imap(_run, items, chunksize=1), desc))
-        pool.close()  # let the workers exit on their own before the pool is torn down
-        pool.join()
-    return results
+    return _shared_map(lm, loader, fn, items, count - 1, desc)
