@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 
 from kepitfalls import layout
 from kepitfalls.atomic import write_json
@@ -16,7 +17,8 @@ from kepitfalls.general.chain import CHAIN, cases_for, chain_requests
 from kepitfalls.general.config import UNEDITED
 from kepitfalls.general.run import Probes, chain_run, unedited_run
 from kepitfalls.params import load_params
-from kepitfalls.runtime import configure, load_current_model
+from kepitfalls.runtime import configure, load_current_model, worker_model
+from kepitfalls.workers import engine_name, worker_count
 
 if __name__ == "__main__":
     name = sys.argv[1]
@@ -34,7 +36,8 @@ if __name__ == "__main__":
         cases = cases_for(mode, chain_requests(layout.raw_root(), config), config)
         expected = delta_keys(lm, name, build_method(params, name), cases)
         deltas = load_deltas(layout.deltas_dir(name, CHAIN[mode]), expected)
-        run, timings = chain_run(lm, probes, config, mode, deltas)
+        run, timings = chain_run(lm, probes, config, mode, deltas, workers=worker_count(params, lm),
+                                 loader=partial(worker_model, params), engine=engine_name(params))
         target, label = layout.general_run_file(name, mode), f"{name}-{mode}"
     write_json(target, {"name": label, **run})
     timings["total_seconds"] = time.perf_counter() - started

@@ -25,6 +25,7 @@ from kepitfalls.models.loading import LoadedModel
 from kepitfalls.params import PROJECT_ROOT
 from kepitfalls.scoring.diagnostics import install, uninstall
 from kepitfalls.suites.common import applied
+from test_workers import tiny_worker
 
 REQUESTS = [EditRequest("The capital of {} is", f"Land{i}", f" City{i}", " Paris") for i in range(4)]
 
@@ -120,6 +121,16 @@ def test_a_sequential_run_measures_perplexity_after_every_edit_and_the_tasks_at_
     assert run["me_ppl"]["3"] != unedited["me_ppl"]["0"]  # the edits moved the model
     with applied(tiny_gptj_lm, load_deltas(tmp_path), checkpoint_cases("sequential", 1)):
         assert sentence_perplexities(tiny_gptj_lm, probes.me_ppl, 10) == run["me_ppl"]["1"]
+
+
+def test_the_points_of_a_chain_fan_out_over_workers_with_the_same_bytes(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
+    """Each worker applies the chain's first n deltas itself: the run is the one a single process writes."""
+    chain_deltas(tiny_gptj_lm, REQUESTS[:3], tmp_path)
+    probes, settings = tiny_probes(tiny_gptj_lm), config(edits=3, checkpoints=[0, 1, 3])
+    one, _ = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path))
+    two, timings = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path), workers=2, loader=tiny_worker)
+    assert json.dumps(one, sort_keys=False) == json.dumps(two, sort_keys=False)
+    assert len(timings["me_ppl_seconds"]) == 3 and len(timings["checkpoint_seconds"]) == 2
 
 
 def test_batch_cases_edit_each_checkpoints_first_n_requests_at_once(tiny_gptj_lm: LoadedModel) -> None:

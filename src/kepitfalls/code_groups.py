@@ -46,7 +46,7 @@ GROUPS: dict[str, list[str]] = {
     "edit": ["stages/edit.py", *_EDITING, *_FANOUT, "src/kepitfalls/encoder.py"],
     "evaluate": ["stages/evaluate.py", "src/kepitfalls/metrics/records.py", *_EDITING, *_FANOUT],
     "chain": ["stages/chain.py", *_EDITING, "src/kepitfalls/workers.py", *_CHAIN],
-    "general": ["stages/general.py", *_EDITING, *_CHAIN, *_GENERAL_TASKS],
+    "general": ["stages/general.py", *_EDITING, *_FANOUT, *_CHAIN, *_GENERAL_TASKS],  # its points fan out (general/run.py)
 }
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from kepitfalls.general.tasks import Example, examples
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.suites.common import applied
+from kepitfalls.workers import Loader, map_cases
 
 
 @dataclasses.dataclass
@@ -76,33 +78,36 @@ def unedited_run(lm: LoadedModel, probes: Probes, config: General) -> tuple[dict
     return {"model": lm.identity, "checkpoints": {"0": point}, "me_ppl": {"0": me_ppl(lm, probes, config)}}, timings
 
 
-def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Sequential: the chain's deltas applied one after another, ME-PPL after each, the tasks at each edited
-    checkpoint. Batch: each checkpoint's one delta applied alone. The model is restored on return."""
+def _point(probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], lm: LoadedModel, n: int) -> tuple[list[float], dict[str, Any] | None, dict[str, list[float]]]:
+    """ME-PPL on the model after n edits (sequential: the chain's first n deltas applied in order; batch:
+    checkpoint n's one delta), and the tasks where n is a checkpoint; the model is restored on return.
+    One case of `chain_run`'s map: whichever process computes it applies the deltas itself."""
+    timings: dict[str, Any] = {}
+    with applied(lm, deltas, checkpoint_cases(mode, n)):
+        started = time.perf_counter()
+        perplexities = me_ppl(lm, probes, config)
+        timings["me_ppl_seconds"] = [time.perf_counter() - started]
+        point = checkpoint(lm, probes, config, timings) if n in config.checkpoints else None
+    return perplexities, point, timings
+
+
+def chain_run(
+    lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], workers: int = 1,
+    loader: Loader | None = None, engine: str = "local",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sequential: ME-PPL after each edit of the chain, the tasks at each edited checkpoint. Batch: each
+    checkpoint's one delta applied alone. Every point is measured on its own (`_point`), fanned out over
+    `workers` processes or Ray actors like the edit and evaluate stages: the same bytes for any count."""
+    positions = list(range(1, config.edits + 1)) if mode == "sequential" else config.edited_checkpoints
+    measured = map_cases(lm, loader, partial(_point, probes, config, mode, deltas), positions, workers, f"general {mode}", engine=engine)
     timings: dict[str, Any] = {}
     points: dict[str, Any] = {}
     perplexities: dict[str, list[float]] = {}
-    if mode == "sequential":
-        done: list[Delta] = []
-        try:
-            for position, case in enumerate(checkpoint_cases(mode, config.edits), start=1):
-                delta = deltas[case]  # looked up once: a stored-delta mapping gives a new object per lookup
-                delta.apply(lm.model)
-                done.append(delta)
-                started = time.perf_counter()
-                perplexities[str(position)] = me_ppl(lm, probes, config)
-                timings.setdefault("me_ppl_seconds", []).append(time.perf_counter() - started)
-                if position in config.checkpoints:
-                    points[str(position)] = checkpoint(lm, probes, config, timings)
-                    print(f"checkpoint {position}: {timings['checkpoint_seconds'][-1]:.1f} s", file=sys.stderr)
-        finally:
-            for delta in reversed(done):
-                delta.revert(lm.model)
-    else:
-        for n in config.edited_checkpoints:
-            with applied(lm, deltas, checkpoint_cases(mode, n)):
-                started = time.perf_counter()
-                perplexities[str(n)] = me_ppl(lm, probes, config)
-                timings.setdefault("me_ppl_seconds", []).append(time.perf_counter() - started)
-                points[str(n)] = checkpoint(lm, probes, config, timings)
+    for n, (perplexity, point, times) in zip(positions, measured):
+        perplexities[str(n)] = perplexity
+        if point is not None:
+            points[str(n)] = point
+            print(f"checkpoint {n}: {times['checkpoint_seconds'][-1]:.1f} s", file=sys.stderr)
+        for key, values in times.items():
+            timings.setdefault(key, []).extend(values)
     return {"model": lm.identity, "mode": mode, "checkpoints": points, "me_ppl": perplexities}, timings
