@@ -29,7 +29,7 @@ HALF_DTYPES = ("float16", "bfloat16")
 # random model, changes at earlier positions barely reach the last one through near-uniform attention.
 REQUEST = EditRequest("The capital city of {}", "France", "Rome, Italy", "Paris")
 TEMPLATES = ["{}", "The cat sat. {}", "Question: who wrote Hamlet? Answer: William. {}"]
-VALUE = dict(v_num_grad_steps=10, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5, clamp_norm_factor=4, kl_factor=0.0625)
+VALUE = dict(v_num_grad_steps=10, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5, clamp_norm_factor=4, kl_factor=0.0625, compute_dtype="float32")
 FT = dict(layers=[2], num_steps=5, lr=1e-2, weight_decay=0.0, norm_constraint=None)
 STATS_LAYERS = (1, 2)
 CASES = {

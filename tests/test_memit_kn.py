@@ -37,7 +37,7 @@ REQUESTS = [
 ]
 TEMPLATES = {"groups": [["{}"], ["The cat sat. {}"], ["Apple is red. {}", "Question: who wrote it? {}"]]}
 MEMIT_HP = MEMITHparams(layers=[1, 2], v_num_grad_steps=4, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
-                        clamp_norm_factor=0.75, kl_factor=0.0625, mom2_adjustment=False, mom2_update_weight=50.0)
+                        clamp_norm_factor=0.75, kl_factor=0.0625, compute_dtype="float32", mom2_adjustment=False, mom2_update_weight=50.0)
 KN_HP = KNHparams(steps=8, batch_size=3, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0, max_neurons=None,
                   variant="dai")
 

@@ -40,7 +40,7 @@ from kepitfalls.scoring.primitives import mean_target_prob
 
 ROME_HPARAMS = ROMEHparams(
     layer=1, v_num_grad_steps=5, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,
-    clamp_norm_factor=4, kl_factor=0.0625, mom2_adjustment=False,
+    clamp_norm_factor=4, kl_factor=0.0625, compute_dtype="float32", mom2_adjustment=False,
 )
 EIFFEL = EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome, Italy", "Paris")
 DARRIEUX = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Dutch", "French")
@@ -282,6 +282,16 @@ def test_optimise_value_same_with_and_without_cached_residual(tiny_lm: LoadedMod
         cached = optimise_value(tiny_lm, layer, request, hparams, CONTEXT_TEMPLATES)
         plain = optimise_value(full, layer, request, hparams, CONTEXT_TEMPLATES)
         assert float((cached - plain).norm() / plain.norm()) < 1e-5
+
+
+def test_bfloat16_compute_runs_the_optimisation_under_autocast_and_returns_float32(tiny_lm: LoadedModel) -> None:
+    """`compute_dtype: bfloat16` changes the passes (v* moves in its low bits) but not the result's dtype or
+    direction: v* stays float32 and within 1% of the float32 optimisation's."""
+    hparams = ROME_HPARAMS.model_copy(update={"v_lr": 0.05, "v_num_grad_steps": 6})
+    exact = optimise_value(tiny_lm, 1, DARRIEUX, hparams, CONTEXT_TEMPLATES[:3])
+    fast = optimise_value(tiny_lm, 1, DARRIEUX, hparams.model_copy(update={"compute_dtype": "bfloat16"}), CONTEXT_TEMPLATES[:3])
+    assert fast.dtype == exact.dtype == torch.float32
+    assert 0 < float((fast - exact).norm() / exact.norm()) < 1e-2
 
 
 def test_rome_nll_descent_raises_target_probability(tiny_lm: LoadedModel) -> None:

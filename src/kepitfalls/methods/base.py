@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal, TYPE_CHECKING
 
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -38,6 +38,8 @@ class ValueHparams(Hparams):
     v_weight_decay: NonNegativeFloat
     clamp_norm_factor: PositiveFloat
     kl_factor: NonNegativeFloat
+    #: dtype of the optimisation's forward and backward passes (autocast); v₀, δ and the losses stay float32
+    compute_dtype: Literal["float32", "bfloat16"]
 
 
 @dataclass

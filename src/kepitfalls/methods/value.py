@@ -13,7 +13,9 @@ earlier tokens' attention keys and values cached (`SuffixStack`); logits only wh
 Prompt and target are concatenated as token ids rather than re-tokenised from decoded text.
 
 Precision: v₀, δ and the losses are float32 whatever the model's dtype; δ is cast to the model's dtype where
-it is added (its gradient flows back through the cast), and logits are upcast before the softmax.
+it is added (its gradient flows back through the cast), and logits are upcast before the softmax. With
+`compute_dtype: bfloat16` the loop's forward passes run under autocast (matrix products in bfloat16, the
+cached prefix and v₀ as computed in float32); the default float32 leaves the maths as the references do.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ class _ShiftedRunner:
             return normed_hidden(self.lm, None, self.batch, self.layer, self.loss_layer + 1)
 
 
+def _compute_precision(compute_dtype: str, device: torch.device) -> torch.autocast:
+    """The optimisation's forward passes in `compute_dtype` (hparams `compute_dtype`): float32 leaves them as
+    they are; bfloat16 autocasts the matrix products (AMX on recent CPUs), their backward following."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=compute_dtype == "bfloat16")
+
+
 def optimise_output(
     lm: LoadedModel, module: str, layer: int, request: EditRequest, hparams: dict[str, Any], templates: list[str]
 ) -> torch.Tensor:
@@ -102,10 +110,12 @@ def optimise_output(
     kl_init: torch.Tensor | None = None
     for step in range(hparams.v_num_grad_steps):
         optimiser.zero_grad()
-        hidden = runner.hidden(delta)
-        log_probs = torch.log_softmax(lm_head(hidden[rows, cols]).float(), dim=-1)
+        with _compute_precision(hparams.compute_dtype, device):
+            hidden = runner.hidden(delta)
+            logits, kl_logits = lm_head(hidden[rows, cols]), lm_head(hidden[n_rewrites:, kl_col])
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
         nll = -log_probs.gather(1, labels[:, None]).view(n_rewrites, n_target).sum(1) / n_target
-        kl_log_probs = torch.log_softmax(lm_head(hidden[n_rewrites:, kl_col]).float(), dim=-1)
+        kl_log_probs = torch.log_softmax(kl_logits.float(), dim=-1)
         if kl_init is None:
             kl_init = kl_log_probs.detach().clone()
         kl_loss = hparams.kl_factor * torch.nn.functional.kl_div(kl_init, kl_log_probs, log_target=True, reduction="batchmean")
