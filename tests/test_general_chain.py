@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from fixtures_models import single_thread, snapshot, tiny_gptj_lm  # noqa: F401
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas import DeltaStore
 from kepitfalls.editing import INDEX, load_deltas, store_deltas
 from kepitfalls.general.chain import batch_cases, checkpoint_cases, sequential_cases

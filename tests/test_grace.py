@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fixtures_models import TINY_NAMES, build_tiny, build_tiny_gpt2, changed_tensors, single_thread, snapshot  # noqa: F401
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codebook import Codebook, CodebookDelta
 from kepitfalls.deltas.codecs import ComposedDelta
 from kepitfalls.deltas.store import DeltaStore

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta, decode
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.methods.KN import (
@@ -21,13 +21,14 @@ from kepitfalls.methods.KN import (
     replace_at,
     select_neurons,
 )
-from kepitfalls.methods.layers import Batch, subject_reprs
+from kepitfalls.hidden.hooks import subject_reprs
+from kepitfalls.tokens import Batch
 from kepitfalls.methods.MEMIT import MEMIT, MEMITHparams, layer_update, request_keys
-from kepitfalls.methods.stats import save_stats, second_moments, stats_file
-from kepitfalls.methods.value import optimise_output
+from kepitfalls.prepare.stats import save_stats, second_moments, stats_file
+from kepitfalls.hidden.value import optimise_output
 from kepitfalls.models.loading import LoadedModel, wrap
 from kepitfalls.models.tiny import tiny_gptj, tiny_llama, tiny_tokenizer
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.tokens import prompt_ids, target_ids
 
 torch.set_num_threads(1)
 

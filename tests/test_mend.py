@@ -12,13 +12,13 @@ import pytest
 import torch
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
 from kepitfalls.methods import MEND as mend_module
-from kepitfalls.methods import mend_train
+from kepitfalls.mend import train as mend_train
 from kepitfalls.methods.MEND import EDITOR_FILE, MEND, MENDHparams
 from kepitfalls.methods.MEND_untrained import MENDUntrained
-from kepitfalls.methods.mend_net import MendEditor, load_editor
+from kepitfalls.mend.net import MendEditor, load_editor
 from kepitfalls.scoring.primitives import teacher_forced
 
 PLACES = ["Paris", "Rome", "Berlin", "Madrid", "Toyota", "Apple", "London", "Japan", "France", "Italy", "Spain", "Germany"]

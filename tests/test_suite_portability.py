@@ -10,7 +10,8 @@ from fixtures_models import build_deltas, changed_tensors, single_thread, snapsh
 
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
+from kepitfalls.scoring.primitives import greedy_generate, teacher_forced
+from kepitfalls.tokens import target_ids
 from kepitfalls.suites import common, portability
 
 RAW_ROOT = MIRROR

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kepitfalls import layout
 from kepitfalls.config import Params
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.editing import build_method
 from kepitfalls.methods.base import EditMethod
 from kepitfalls.models.loading import LoadedModel

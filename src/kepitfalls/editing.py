@@ -31,11 +31,14 @@ from kepitfalls.workers import Loader, map_cases
 #: The shared code every method's deltas depend on (besides the method's own module).
 CORE_SOURCES = (
     "methods/base.py",
-    "methods/layers.py",
-    "methods/stats.py",
-    "methods/value.py",
+    "requests.py",
+    "tokens.py",
+    "hidden/hooks.py",
+    "hidden/partial.py",
+    "hidden/suffix.py",
+    "hidden/value.py",
+    "prepare/stats.py",
     "models/adapters.py",
-    "scoring/primitives.py",
     "deltas/codecs.py",
     "deltas/codebook.py",
 )

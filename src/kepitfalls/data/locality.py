@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .counterfact import CounterFactRecord
-from .records import EditRequest
+from kepitfalls.requests import EditRequest
 from .zsre import KnowEditZsreRecord
 
 OTHER_RELATION_KIND = "Relation_Specificity"

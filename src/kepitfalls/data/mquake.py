@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import Fields, fill, json_object, json_records, resolve
+from .records import Fields, json_object, json_records, resolve
+from kepitfalls.requests import fill
 
 HARD_FILE = "derived/MQuAKE-hard.json"
 PROMPTS_DIR = "prompts"

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from .counterfact import parse_counterfact
-from .records import EditRequest, Fields, fill, json_records, resolve
+from .records import Fields, json_records, resolve
+from kepitfalls.requests import EditRequest, fill
 from .zsre import zsre_request
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kepitfalls.data.portability import load_portability
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.general.config import General, Mode
 from kepitfalls.suites.common import EditCase, check_cases
 

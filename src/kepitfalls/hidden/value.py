@@ -22,11 +22,14 @@ from typing import Any
 
 import torch
 
-from kepitfalls.data.records import EditRequest
-from kepitfalls.methods.layers import Batch, SuffixStack, add_to_output, capture, normed_hidden, subject_last_index
+from kepitfalls.requests import EditRequest
+from kepitfalls.hidden.hooks import add_to_output, capture
+from kepitfalls.hidden.partial import normed_hidden
+from kepitfalls.hidden.suffix import SuffixStack
+from kepitfalls.tokens import Batch, subject_last_index
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import target_ids
+from kepitfalls.tokens import target_ids
 
 EARLY_STOP_LOSS = 5e-2
 KL_PROMPT = "{} is a"

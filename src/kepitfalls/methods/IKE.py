@@ -41,7 +41,7 @@ import torch
 from pydantic import PositiveInt
 
 from kepitfalls.atomic import write_json
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.encoder import SentenceEncoder

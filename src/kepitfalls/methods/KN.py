@@ -73,11 +73,13 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.layers import Batch, backbone, normed_hidden, only_layers
+from kepitfalls.methods.base import EditMethod, Hparams
+from kepitfalls.requests import EditRequest
+from kepitfalls.hidden.partial import backbone, normed_hidden, only_layers
+from kepitfalls.tokens import Batch
 from kepitfalls.models.adapters import Architecture, get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.tokens import prompt_ids, target_ids
 
 VARIANTS: dict[str, str] = {
     "easyedit": "KN as EasyEdit runs it (the survey's numbers): integrated gradients of the MLP's first-projection "

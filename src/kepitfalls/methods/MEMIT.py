@@ -23,9 +23,9 @@ Follows the reference `memit/memit_main.py` (`execute_memit`), `compute_z.py` an
 
 Choices the reference leaves open, or where this implementation differs:
 - Template groups: MEMIT's own recipe ("{}" + one 10-token sample from each of five prompts,
-  `methods/templates.py`), stored as the reference's nested list; keys average within each group, then
+  `prepare/templates.py`), stored as the reference's nested list; keys average within each group, then
   over the groups.
-- z* is optimised by `methods/value.py` (shared with ROME's v*; see its docstring for the speed-ups).
+- z* is optimised by `hidden/value.py` (shared with ROME's v*; see its docstring for the speed-ups).
 - Everything is computed in float32 (the solve in float64) whatever the weights' dtype: keys and residuals
   read from a half-precision model are upcast, and the factors are stored in float32 (V holds small numbers:
   λ is large); the codec rounds W + U Vᵀ to the weights' dtype once.
@@ -40,10 +40,11 @@ import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import EditMethod, EditRequest, ValueHparams
-from kepitfalls.methods.layers import subject_reprs
-from kepitfalls.methods.stats import load_second_moment, stats_file
-from kepitfalls.methods.value import optimise_output
+from kepitfalls.methods.base import EditMethod, ValueHparams
+from kepitfalls.requests import EditRequest
+from kepitfalls.hidden.hooks import subject_reprs
+from kepitfalls.prepare.stats import load_second_moment, stats_file
+from kepitfalls.hidden.value import optimise_output
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER
 

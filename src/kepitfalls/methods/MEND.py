@@ -2,8 +2,8 @@
 
 Follows eric-mitchell/mend (`algs/mend.py`, `trainer.py`; EDITORS.md §2.1): the edited layers are the MLP
 projections `modules` of the blocks `layers` (GPT-J's fc_in and fc_out of blocks 25-27, SmolLM2's gate, up
-and down projections of blocks 27-29); the network is `methods/mend_net.py`, its passes
-`methods/mend_edit.py`, its training `methods/mend_train.py`, run by this method's `prepare` hook (the
+and down projections of blocks 27-29); the network is `mend/net.py`, its passes
+`mend/edit.py`, its training `mend/train.py`, run by this method's `prepare` hook (the
 `prepare@MEND` stage) on the zsRE training file.
 
 An edit takes the target NLL's gradient factors (x_t, δ_t) of every edited layer on the current weights
@@ -26,10 +26,11 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods import mend_edit, mend_net, mend_train
-from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors
-from kepitfalls.methods.mend_net import MendEditor, load_editor, save_editor
+from kepitfalls.mend import edit as mend_edit, net as mend_net, train as mend_train
+from kepitfalls.methods.base import EditMethod, Hparams
+from kepitfalls.requests import EditRequest
+from kepitfalls.mend.edit import Scored, Top, gradient_factors
+from kepitfalls.mend.net import MendEditor, load_editor, save_editor
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER

@@ -29,7 +29,7 @@ import torch
 from pydantic import PositiveFloat, PositiveInt
 
 from kepitfalls.atomic import write_json
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.encoder import SentenceEncoder

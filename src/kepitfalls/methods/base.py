@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from kepitfalls.data.records import EditRequest
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, Delta
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import LAYER, Section
@@ -30,7 +30,7 @@ class Hparams(Section):
 
 
 class ValueHparams(Hparams):
-    """The v*/z* optimisation ROME and MEMIT share (`methods/value.py`)."""
+    """The v*/z* optimisation ROME and MEMIT share (`hidden/value.py`)."""
 
     v_num_grad_steps: PositiveInt
     v_lr: PositiveFloat

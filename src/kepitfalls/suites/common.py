@@ -16,7 +16,8 @@ from pydantic import PositiveInt
 
 from kepitfalls.atomic import write_json
 from kepitfalls.data.pitfalls import MODELS as PITFALLS_MODELS
-from kepitfalls.data.records import EditRequest, select_subset, select_subset_where
+from kepitfalls.data.records import select_subset, select_subset_where
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import Section, Seed

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
-from kepitfalls.data.records import EditRequest, fill
+from kepitfalls.requests import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
 from kepitfalls.metrics.records import Evaluation

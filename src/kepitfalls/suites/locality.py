@@ -25,7 +25,8 @@ from pydantic import PositiveInt
 from kepitfalls.data.counterfact import load_counterfact
 from kepitfalls.data.locality import distract_neighbor, other_attribution
 from kepitfalls.data.piqa import PiqaRecord, load_piqa
-from kepitfalls.data.records import EditRequest, select_subset
+from kepitfalls.data.records import select_subset
+from kepitfalls.requests import EditRequest
 from kepitfalls.data.zsre import load_knowedit_zsre
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.locality import (

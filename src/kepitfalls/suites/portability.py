@@ -29,7 +29,8 @@ from kepitfalls.metrics.portability import (
 from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
-from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
+from kepitfalls.scoring.primitives import greedy_generate, teacher_forced
+from kepitfalls.tokens import target_ids
 from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
-from kepitfalls.data.records import EditRequest, fill
+from kepitfalls.requests import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
