@@ -12,13 +12,13 @@ import pytest
 import torch
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
-from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
-from kepitfalls.methods import MEND as mend_module
 from kepitfalls.mend import train as mend_train
+from kepitfalls.mend.net import MendEditor, load_editor
+from kepitfalls.methods import MEND as mend_module
 from kepitfalls.methods.MEND import EDITOR_FILE, MEND, MENDHparams
 from kepitfalls.methods.MEND_untrained import MENDUntrained
-from kepitfalls.mend.net import MendEditor, load_editor
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.primitives import teacher_forced
 
 PLACES = ["Paris", "Rome", "Berlin", "Madrid", "Toyota", "Apple", "London", "Japan", "France", "Italy", "Spain", "Germany"]
@@ -161,7 +161,7 @@ def test_an_editor_from_other_code_is_refused(zsre_dir: Path, tmp_path: Path, mo
 
 
 def test_missing_editor_names_the_stage() -> None:
-    with pytest.raises(ValueError, match=r"prepare@MEND"):
+    with pytest.raises(FileNotFoundError, match=r"prepare@MEND"):
         MEND(hparams()).upstream_files()
 
 

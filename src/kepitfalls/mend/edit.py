@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from kepitfalls.hidden.partial import normed_hidden, residual_entering
-from kepitfalls.tokens import Batch
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.tokens import prompt_ids, target_ids
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 

@@ -24,14 +24,13 @@ import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, Hparams
-from kepitfalls.requests import EditRequest
 from kepitfalls.hidden.partial import normed_hidden, residual_entering
-from kepitfalls.tokens import Batch
+from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
-from kepitfalls.tokens import prompt_ids, target_ids
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 STEP_THRESHOLD = 1e-2
 OBJECTIVES = ("prompt_last", "target_new")

@@ -27,12 +27,12 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import LowRankDelta
 from kepitfalls.mend import edit as mend_edit, net as mend_net, train as mend_train
-from kepitfalls.methods.base import EditMethod, Hparams
-from kepitfalls.requests import EditRequest
 from kepitfalls.mend.edit import Scored, Top, gradient_factors
 from kepitfalls.mend.net import MendEditor, load_editor, save_editor
+from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
 
 if TYPE_CHECKING:
@@ -95,12 +95,8 @@ class MEND(EditMethod):
 
     @property
     def editor_file(self) -> Path:
-        """The trained editor `prepare` wrote; a clear error naming the stage where it is missing."""
-        method_dir = self.artifacts.method_dir
-        path = None if method_dir is None else Path(method_dir) / EDITOR_FILE
-        if path is None or not path.is_file():
-            raise ValueError(f"{self.name} has no trained editor{f' at {path}' if path else ''}: run `dvc repro prepare@{self.name}` first")
-        return path
+        """The trained editor `prepare` wrote."""
+        return self.artifacts.prepared(self.name, EDITOR_FILE)
 
     def upstream_files(self) -> list[Path]:
         """The editor; it records the hash of the code that trained it and computes the deltas (`code_hash`)."""

@@ -13,23 +13,23 @@ half-precision model are upcast); the delta codec adds U Vᵀ to the weight in i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import NonNegativeInt
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import EditMethod, ValueHparams
-from kepitfalls.requests import EditRequest
 from kepitfalls.hidden.hooks import capture, subject_reprs
-from kepitfalls.tokens import Batch, subject_last_index
-from kepitfalls.prepare.stats import load_second_moment, stats_file
 from kepitfalls.hidden.value import optimise_output
+from kepitfalls.methods.base import EditMethod, ValueHparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.prepare.stats import load_second_moment, stats_file
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
+from kepitfalls.tokens import Batch, subject_last_index
 
 
-def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict[str, Any], templates: list[str], stats_dir: Path | None) -> torch.Tensor:
+def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: ROMEHparams, templates: list[str], stats_dir: Path | None) -> torch.Tensor:
     """u: the template-averaged key, whitened by C⁻¹ when `mom2_adjustment` is on, unit norm."""
     module = lm.arch.mlp_out.format(layer)
     prompts = [t.format(request.prompt) for t in templates]

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import ComposedDelta, Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER, Section
 from kepitfalls.scoring.router import Router
 
@@ -56,6 +56,14 @@ class Artifacts:
         if self.templates_file is None:
             return [["{}"]]
         return json.loads(self.templates_file.read_text(encoding="utf-8"))["groups"]
+
+    def prepared(self, method: str, name: str) -> Path:
+        """The file `name` that the method's `prepare@<METHOD>` stage wrote into its directory; where the
+        directory or the file is missing, an error naming the stage to run."""
+        path = None if self.method_dir is None else Path(self.method_dir) / name
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"{method} has no prepared {name}{f' at {path}' if path else ''}: run `dvc repro prepare@{method}` first")
+        return path
 
     @property
     def context_templates(self) -> list[str]:

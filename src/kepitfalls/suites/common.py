@@ -17,9 +17,9 @@ from pydantic import PositiveInt
 from kepitfalls.atomic import write_json
 from kepitfalls.data.pitfalls import MODELS as PITFALLS_MODELS
 from kepitfalls.data.records import select_subset, select_subset_where
-from kepitfalls.requests import EditRequest
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import Section, Seed
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.tensorfile import load_tensors, save_tensors

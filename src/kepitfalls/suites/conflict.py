@@ -20,11 +20,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
-from kepitfalls.requests import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest, fill
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 

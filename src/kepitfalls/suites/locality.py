@@ -26,9 +26,9 @@ from kepitfalls.data.counterfact import load_counterfact
 from kepitfalls.data.locality import distract_neighbor, other_attribution
 from kepitfalls.data.piqa import PiqaRecord, load_piqa
 from kepitfalls.data.records import select_subset
-from kepitfalls.requests import EditRequest
 from kepitfalls.data.zsre import load_knowedit_zsre
 from kepitfalls.deltas.codecs import Delta
+from kepitfalls.requests import EditRequest
 from kepitfalls.metrics.locality import (
     COLUMNS,
     EditScores,
@@ -39,9 +39,9 @@ from kepitfalls.metrics.locality import (
 )
 from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import Section
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
-from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
 OT = "OT"

@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
-from kepitfalls.requests import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest, fill
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 
