@@ -12,11 +12,11 @@ that reads them.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
+from kepitfalls.data.checksum import hash_file
 from kepitfalls.data.wikitext import VALIDATION, load_articles
 from kepitfalls.models.loading import LoadedModel
 
@@ -51,8 +51,7 @@ def wikitext_corpus(tokenizer, raw_dir: Path, tokens: int, length: int, seed: in
             f"{path} has {len(chunks)} ({len(chunks) * length} tokens)"
         )
     order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(seed))[:needed]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return torch.tensor([chunks[i] for i in order.tolist()], dtype=torch.long), f"{WIKITEXT2}/{VALIDATION}@sha256:{digest}"
+    return torch.tensor([chunks[i] for i in order.tolist()], dtype=torch.long), f"{WIKITEXT2}/{VALIDATION}@sha256:{hash_file(path).sha256}"
 
 
 @torch.no_grad()
