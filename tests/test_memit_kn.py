@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta, decode
+from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta
+from kepitfalls.deltas.composed import decode
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.requests import EditRequest
 from kepitfalls.methods.KN import (

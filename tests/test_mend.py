@@ -12,7 +12,8 @@ import pytest
 import torch
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
-from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
+from kepitfalls.deltas.codecs import LowRankDelta
+from kepitfalls.deltas.composed import ComposedDelta
 from kepitfalls.mend import train as mend_train
 from kepitfalls.mend.net import MendEditor, load_editor
 from kepitfalls.methods import MEND as mend_module

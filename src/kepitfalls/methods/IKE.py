@@ -155,6 +155,7 @@ class IKE(EditMethod):
 
     name = "IKE"
     hparams_type = IKEHparams
+    own_sources = ("encoder.py",)  # embeds each edit's query
     hparams: IKEHparams
 
     def upstream_files(self) -> list[Path]:

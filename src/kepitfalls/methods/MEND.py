@@ -19,7 +19,7 @@ import functools
 import hashlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -29,14 +29,11 @@ from kepitfalls.deltas.codecs import LowRankDelta
 from kepitfalls.mend import edit as mend_edit, net as mend_net, train as mend_train
 from kepitfalls.mend.edit import Scored, Top, gradient_factors
 from kepitfalls.mend.net import MendEditor, load_editor, save_editor
-from kepitfalls.methods.base import EditMethod, Hparams
+from kepitfalls.methods.base import EditMethod, Hparams, PrepareSettings
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
-
-if TYPE_CHECKING:
-    from kepitfalls.config import Params
 
 EDITOR_FILE = "editor.safetensors"
 #: Which projections of each edited block, by `Architecture` field.
@@ -85,6 +82,7 @@ class MEND(EditMethod):
 
     name = "MEND"
     hparams_type = MENDHparams
+    own_sources = ("mend/edit.py", "mend/net.py", "mend/train.py")
     #: False for the untrained control, whose network stays at its identity initialisation.
     trains: ClassVar[bool] = True
 
@@ -102,7 +100,7 @@ class MEND(EditMethod):
         """The editor; it records the hash of the code that trained it and computes the deltas (`code_hash`)."""
         return [self.editor_file]
 
-    def prepare(self, lm: LoadedModel, params: "Params", out_dir: Path) -> dict[str, float | int | str]:
+    def prepare(self, lm: LoadedModel, params: PrepareSettings, out_dir: Path) -> dict[str, float | int | str]:
         """Train the editor (or, for the control, only gather its statistics) and validate it."""
         from kepitfalls import layout  # here: layout reads params, whose schema imports every method
 

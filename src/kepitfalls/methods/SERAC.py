@@ -128,6 +128,7 @@ class SERAC(EditMethod):
     name = "SERAC"
     batch_capable = True  # several requests are several memory entries of one delta
     hparams_type = SERACHparams
+    own_sources = ("encoder.py",)  # embeds each memory key
     hparams: SERACHparams
 
     def upstream_files(self) -> list[Path]:

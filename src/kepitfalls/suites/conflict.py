@@ -114,7 +114,7 @@ def _relations(record: ConflictEditRecord) -> set[str]:
 def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[ConflictItem]:
     """A seeded subset of `subset_size` records from each kind's file, with the paraphrases they need; with
     `known_only`, of the records whose first edit's original fact the model knows."""
-    prompts, pools = load_pitfalls(raw_root, config, "conflict")
+    prompts, pools = load_pitfalls(raw_root / config.benchmark, config.model_folder, config.kinds, "conflict")
     chosen = [(kind, r) for kind, pool in pools for r in select_records(lm, pool, config, lambda r: [_request(r.edits[0])])]
     items: list[ConflictItem] = []
     for kind, record in chosen:

@@ -71,7 +71,7 @@ def others(record: RoundEditRecord) -> list[str]:
 def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[RoundItem]:
     """A seeded subset of `subset_size` records from each kind's file, with their relation's paraphrases; with
     `known_only`, of the records whose original fact (s, r, o) the model knows."""
-    prompts, pools = load_pitfalls(raw_root, config, "round")
+    prompts, pools = load_pitfalls(raw_root / config.benchmark, config.model_folder, config.kinds, "round")
     chosen = [(kind, r) for kind, pool in pools for r in select_records(lm, pool, config, lambda r: requests(r)[:1])]
     items: list[RoundItem] = []
     for kind, record in chosen:
