@@ -8,6 +8,7 @@ import inspect
 import pkgutil
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -16,6 +17,8 @@ from kepitfalls import methods
 from kepitfalls.editing import CORE_SOURCES, NO_DELTA_SOURCES, code_fingerprint
 from kepitfalls.methods import BASE_MODULE, SUPPORTED, method_class
 from kepitfalls.methods.base import Artifacts, EditMethod
+from kepitfalls.suites import SUPPORTED as SUITES, suite_module
+from kepitfalls.suites.contract import check_suite
 
 PACKAGE = Path(kepitfalls.__file__).parent
 
@@ -175,3 +178,17 @@ def test_a_missing_prepared_file_names_its_stage(name: str, tmp_path: Path) -> N
         method.artifacts = artifacts
         with pytest.raises(FileNotFoundError, match=rf"run `dvc repro prepare@{name}` first"):
             method.upstream_files()
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_every_suite_meets_the_declared_contract(name: str) -> None:
+    check_suite(suite_module(name))
+
+
+def test_a_suite_that_breaks_the_contract_is_named() -> None:
+    broken = ModuleType("kepitfalls.suites.broken")
+    broken.PROTOCOL, broken.RECORD_TYPE = "text", dict
+    broken.select = lambda lm, raw_root, config: []
+    broken.score = lambda lm, item, deltas: None  # an old signature
+    with pytest.raises(TypeError, match=r"kepitfalls.suites.broken .*no Config.*no function edit_cases.*score\(lm, item, deltas\) instead"):
+        check_suite(broken)
