@@ -174,13 +174,6 @@ def token_accuracy(model, tokenizer, prompts: Sequence[str], targets: Sequence[s
     return [r.token_accuracy for r in teacher_forced(model, tokenizer, prompts, targets, batch_size)]
 
 
-def argmax_agreement(pre_argmax: Sequence[int], post_argmax: Sequence[int]) -> float:
-    """LocAgree: the share of teacher-forced positions whose argmax token is unchanged (METRICS.md §1.3)."""
-    if len(pre_argmax) != len(post_argmax) or not pre_argmax:
-        raise ValueError(f"argmax sequences differ in length or are empty: {len(pre_argmax)} vs {len(post_argmax)}")
-    return sum(a == b for a, b in zip(pre_argmax, post_argmax)) / len(pre_argmax)
-
-
 def next_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
