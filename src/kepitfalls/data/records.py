@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -148,6 +149,15 @@ def jsonl_records(path: Path) -> list[Fields]:
             raise InvalidFileError(path, f"invalid JSON on line {lineno}: {exc.msg}") from exc
         records.append(Fields(item, path, len(records)))
     return records
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A prompt and the answer read after it: a portability question and its answer, a locality probe and
+    the continuation it is teacher-forced on."""
+
+    prompt: str
+    answer: str
 
 
 def question_request(question: str, subject: str, target_new: str, target_true: str | None) -> EditRequest:
