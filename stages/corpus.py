@@ -6,10 +6,9 @@ Default: the WikiText-2 validation split (`data/raw/wikitext2`); options: `self-
 from __future__ import annotations
 
 from kepitfalls import layout
-from kepitfalls.methods.stats import (
+from kepitfalls.prepare.corpus import (
     SELF_SAMPLED,
     SELF_SAMPLED_VERSION,
-    WIKIPEDIA,
     WIKIPEDIA_DATASET,
     WIKITEXT2,
     rows_for,

@@ -16,8 +16,8 @@ import sys
 from kepitfalls import layout
 from kepitfalls.atomic import atomic_dir, write_json
 from kepitfalls.editing import build_method
-from kepitfalls.methods.templates import generate_template_groups
 from kepitfalls.params import load_params
+from kepitfalls.prepare.templates import generate_template_groups
 from kepitfalls.runtime import configure, load_current_model
 
 if __name__ == "__main__":

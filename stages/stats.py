@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from kepitfalls import layout
-from kepitfalls.methods.stats import save_stats, second_moments, spectrum, stats_file
 from kepitfalls.params import load_params
+from kepitfalls.prepare.stats import save_stats, second_moments, spectrum, stats_file
 from kepitfalls.runtime import configure, load_current_model
 from kepitfalls.tensorfile import load_tensors
 

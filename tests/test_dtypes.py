@@ -10,18 +10,18 @@ import pytest
 import torch
 
 from fixtures_models import TINY_NAMES, build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta
-from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.methods.KN import KNHparams, KnowledgeNeurons
 from kepitfalls.methods.MEMIT import MEMIT, MEMITHparams
 from kepitfalls.methods.ROME import ROME, ROMEHparams
-from kepitfalls.methods.stats import save_stats, second_moments, stats_file
+from kepitfalls.methods.base import Artifacts, EditMethod
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel, load_model
 from kepitfalls.models.materialize import MANIFEST, materialize
 from kepitfalls.models.registry import DTYPES, get_spec, identity, resolve_spec
+from kepitfalls.prepare.stats import save_stats, second_moments, stats_file
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.primitives import teacher_forced
 
 HALF_DTYPES = ("float16", "bfloat16")

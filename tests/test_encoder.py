@@ -10,7 +10,8 @@ from fixtures_encoder import encoder_dir  # noqa: F401
 from fixtures_models import single_thread  # noqa: F401  (autouse)
 
 from kepitfalls.encoder import MINILM, SentenceEncoder
-from kepitfalls.models.materialize import ChecksumError
+from kepitfalls.data.checksum import check_pinned
+from kepitfalls.data.errors import ChecksumError
 
 #: Computed once with this module (float32, one thread, transformers 5.23.0).
 STORED_COSINE = 0.8821430206298828
@@ -33,12 +34,10 @@ def test_padding_does_not_change_an_embedding(encoder_dir: Path) -> None:
 
 
 def test_a_tampered_file_is_refused(encoder_dir: Path, tmp_path: Path) -> None:
-    from kepitfalls.encoder import _check
-
     copy = tmp_path / "config.json"
     copy.write_bytes((encoder_dir / "config.json").read_bytes() + b" ")
     with pytest.raises(ChecksumError, match="config.json"):
-        _check(copy, MINILM.files["config.json"])
+        check_pinned(copy, MINILM.files["config.json"])
 
 
 def test_missing_files_are_named(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from fixtures_models import single_thread, snapshot, tiny_gptj_lm  # noqa: F401
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas import DeltaStore
 from kepitfalls.editing import INDEX, load_deltas, store_deltas
 from kepitfalls.general.chain import batch_cases, checkpoint_cases, sequential_cases
@@ -23,6 +22,7 @@ from kepitfalls.general.tasks import Example
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.params import PROJECT_ROOT
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.diagnostics import install, uninstall
 from kepitfalls.suites.common import applied
 from test_workers import tiny_worker

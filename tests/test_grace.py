@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from fixtures_models import TINY_NAMES, build_tiny, build_tiny_gpt2, changed_tensors, single_thread, snapshot  # noqa: F401
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codebook import Codebook, CodebookDelta
-from kepitfalls.deltas.codecs import ComposedDelta
+from kepitfalls.deltas.composed import ComposedDelta
 from kepitfalls.deltas.store import DeltaStore
 from kepitfalls.methods.GRACE import GRACE, GRACEHparams
 from kepitfalls.models.adapters import get_module
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.diagnostics import INSTALLED_ATTRIBUTE, prompt_diagnostics
 from kepitfalls.scoring.primitives import next_token_logprobs, teacher_forced
 

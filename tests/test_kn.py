@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import DenseDelta
+from kepitfalls.requests import EditRequest
 import pydantic
 
+from kepitfalls.hidden.hooks import capture_many
 from kepitfalls.methods.KN import VARIANTS, KNHparams, KnowledgeNeurons, Site, attribution_scores, describe
-from kepitfalls.methods.layers import Batch, capture_many
 from kepitfalls.models.adapters import num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 REQUEST = EditRequest("{} is located in", "The Eiffel Tower", "Rome", "Paris")
 HP = dict(steps=6, batch_size=4, adaptive_threshold=0.2, p=0.4, refine=False, lr_scale=1.0, max_neurons=None)

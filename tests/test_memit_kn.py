@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from kepitfalls.data.records import EditRequest
-from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta, decode
+from kepitfalls.deltas.codecs import DenseDelta, LowRankDelta
+from kepitfalls.deltas.composed import decode
 from kepitfalls.methods.base import Artifacts
+from kepitfalls.requests import EditRequest
 from kepitfalls.methods.KN import (
     KNHparams,
     KnowledgeNeurons,
@@ -21,13 +22,13 @@ from kepitfalls.methods.KN import (
     replace_at,
     select_neurons,
 )
-from kepitfalls.methods.layers import Batch, subject_reprs
+from kepitfalls.hidden.hooks import subject_reprs
+from kepitfalls.hidden.value import optimise_output
 from kepitfalls.methods.MEMIT import MEMIT, MEMITHparams, layer_update, request_keys
-from kepitfalls.methods.stats import save_stats, second_moments, stats_file
-from kepitfalls.methods.value import optimise_output
 from kepitfalls.models.loading import LoadedModel, wrap
 from kepitfalls.models.tiny import tiny_gptj, tiny_llama, tiny_tokenizer
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.prepare.stats import save_stats, second_moments, stats_file
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 torch.set_num_threads(1)
 
@@ -160,9 +161,10 @@ def test_memit_without_mom2_uses_the_identity() -> None:
     torch.testing.assert_close((u @ v.T).double(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_memit_rejects_unordered_layers() -> None:
-    with pytest.raises(ValueError):
-        MEMIT(MEMIT_HP.model_copy(update={"layers": [2, 1]})).edit_batch(None, REQUESTS)  # type: ignore[arg-type]
+@pytest.mark.parametrize("layers", [[2, 1], [1, 1]])
+def test_memit_rejects_unordered_layers(layers: list[int]) -> None:
+    with pytest.raises(ValueError, match="distinct and ascending"):  # the schema's check, before any model loads
+        MEMITHparams(**{**MEMIT_HP.model_dump(), "layers": layers})
 
 
 # ---------------------------------------------------------------- KN

@@ -16,18 +16,19 @@ import torch
 import yaml
 from fixtures_models import build_tiny, build_tiny_gpt2, single_thread, snapshot  # noqa: F401 (single_thread: autouse)
 
-from kepitfalls.data.records import EditRequest
-from kepitfalls.deltas.codecs import ComposedDelta, LowRankDelta
+from kepitfalls.deltas.codecs import LowRankDelta
+from kepitfalls.deltas.composed import ComposedDelta
 from kepitfalls.editing import load_deltas, store_deltas
 from kepitfalls.general.chain import batch_cases
+from kepitfalls.mend import train as mend_train
+from kepitfalls.mend.edit import Scored, Top, gradient_factors
+from kepitfalls.mend.net import MendEditor, load_editor
 from kepitfalls.methods import MEND as mend_module
-from kepitfalls.methods import mend_train
 from kepitfalls.methods.MEND import EDITOR_FILE, MEND, MENDHparams, TrainFile
-from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors
 from kepitfalls.methods.MEND_untrained import MENDUntrained
-from kepitfalls.methods.mend_net import MendEditor, load_editor
 from kepitfalls.models.adapters import get_module
 from kepitfalls.params import PROJECT_ROOT, ParamsError, load_params
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.primitives import teacher_forced
 
 PLACES = ["Paris", "Rome", "Berlin", "Madrid", "Toyota", "Apple", "London", "Japan", "France", "Italy", "Spain", "Germany"]
@@ -283,7 +284,7 @@ def test_an_editor_from_other_code_is_refused(zsre_dir: Path, tmp_path: Path, mo
 
 
 def test_missing_editor_names_the_stage() -> None:
-    with pytest.raises(ValueError, match=r"prepare@MEND"):
+    with pytest.raises(FileNotFoundError, match=r"prepare@MEND"):
         MEND(hparams()).upstream_files()
 
 

@@ -18,25 +18,20 @@ from fixtures_models import (  # noqa: F401
     tiny_gptj_lm,
     tiny_lm,
 )
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas import ComposedDelta, DenseDelta, LowRankDelta
+from kepitfalls.hidden.hooks import capture
+from kepitfalls.hidden.partial import hidden_from_layer, normed_hidden, residual_entering
+from kepitfalls.hidden.value import optimise_output
 from kepitfalls.methods import method_class
-from kepitfalls.methods.base import Artifacts
 from kepitfalls.methods.FT import FineTune, FTHparams
-from kepitfalls.methods.layers import (
-    Batch,
-    capture,
-    hidden_from_layer,
-    normed_hidden,
-    residual_entering,
-    subject_last_index,
-)
 from kepitfalls.methods.ROME import ROME, ROMEHparams
-from kepitfalls.methods.value import optimise_output
-from kepitfalls.methods.stats import load_second_moment, save_stats, second_moments, stats_file
+from kepitfalls.methods.base import Artifacts
 from kepitfalls.models.adapters import get_module, linear_weight
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.prepare.stats import load_second_moment, save_stats, second_moments, stats_file
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.primitives import mean_target_prob
+from kepitfalls.tokens import Batch, subject_last_index
 
 ROME_HPARAMS = ROMEHparams(
     layer=1, v_num_grad_steps=5, v_lr=0.5, v_loss_layer=-1, v_weight_decay=0.5,

@@ -17,6 +17,7 @@ def test_loc_agree_compares_pre_and_post_argmax_only() -> None:
     assert loc_agree([5, 9, 2], [5, 9, 2]) == 1.0
     assert loc_agree([5, 9, 2], [5, 1, 2]) == pytest.approx(2 / 3)
     assert loc_agree([5, 9, 2, 7], [1, 1, 1, 1]) == 0.0
+    assert 100 * loc_agree([29, 234, 334], [29, 234, 333]) == pytest.approx(66.67, abs=0.01)
     with pytest.raises(ValueError):
         loc_agree([1, 2], [1])
     with pytest.raises(ValueError):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fixtures_models import single_thread, tiny_gpt2_lm, tiny_gptj_lm, tiny_llama_lm, tiny_lm  # noqa: F401
+from kepitfalls.metrics.locality import loc_agree
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring import primitives as P
 
@@ -207,28 +208,17 @@ def test_greedy_generate_returns_only_new_text(tiny_lm: LoadedModel) -> None:
     assert full == prompt + text
 
 
-def test_argmax_agreement_examples() -> None:
-    assert P.argmax_agreement([29, 234, 334], [29, 234, 333]) == pytest.approx(2 / 3)
-    assert 100 * P.argmax_agreement([29, 234, 334], [29, 234, 333]) == pytest.approx(66.67, abs=0.01)
-    assert P.argmax_agreement([1, 2], [1, 2]) == 1.0
-    assert P.argmax_agreement([1, 2], [3, 4]) == 0.0
-    with pytest.raises(ValueError):
-        P.argmax_agreement([29, 234, 334], [29, 234])
-    with pytest.raises(ValueError):
-        P.argmax_agreement([], [])
-
-
-def test_argmax_agreement_of_teacher_forced_runs(tiny_lm: LoadedModel) -> None:
+def test_loc_agree_of_teacher_forced_runs(tiny_lm: LoadedModel) -> None:
     """LocAgree of a model with itself is 1; after a weight change it reflects the changed argmaxes."""
     before = P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, TARGETS)
-    assert all(P.argmax_agreement(r.argmax_ids, r.argmax_ids) == 1.0 for r in before)
+    assert all(loc_agree(r.argmax_ids, r.argmax_ids) == 1.0 for r in before)
     with torch.no_grad():
         tiny_lm.model.get_submodule("lm_head").weight.mul_(-1.0)
     after = P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, TARGETS)
     for a, b in zip(before, after):
         expected = sum(x == y for x, y in zip(a.argmax_ids, b.argmax_ids)) / len(a.argmax_ids)
-        assert P.argmax_agreement(a.argmax_ids, b.argmax_ids) == expected
-    assert any(P.argmax_agreement(a.argmax_ids, b.argmax_ids) < 1.0 for a, b in zip(before, after))
+        assert loc_agree(a.argmax_ids, b.argmax_ids) == expected
+    assert any(loc_agree(a.argmax_ids, b.argmax_ids) < 1.0 for a, b in zip(before, after))
 
 
 @pytest.mark.parametrize("name", ["tiny_gptj_lm", "tiny_llama_lm", "tiny_gpt2_lm"])

@@ -9,12 +9,12 @@ import torch
 from fixtures_encoder import encoder_dir  # noqa: F401
 from fixtures_models import single_thread, tiny_lm  # noqa: F401
 from kepitfalls.atomic import write_json
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
 from kepitfalls.encoder import SentenceEncoder
 from kepitfalls.methods.SERAC import CLASSIFIER_FILE, SERAC, SERACHparams, accuracy, fit_scale
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring import primitives as P
 from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, installed, routing_metrics
 

@@ -95,7 +95,7 @@ def test_score_is_the_mean_over_the_rewrite_prompt_and_ten_paraphrases(lm: Loade
     assert len(prompts) == 11
     probs = [r.mean_prob for r in teacher_forced(lm.model, lm.tokenizer, prompts, [fact.target] * 11)]
     assert conflict.scores(lm, [(item, fact)])[0] == pytest.approx(sum(probs) / 11, rel=1e-5)
-    implied = conflict.implied_fact(item)  # reverse: (r1, s2*, o1*)
+    implied = conflict.KINDS["reverse"].theta2_facts(item)["implied_theta2"]  # (r1, s2*, o1*)
     e1, e2 = item.record.edits
     assert (implied.relation_id, implied.subject, implied.target) == (e1.relation.id, e2.new_object.label, e1.new_object.label)
 

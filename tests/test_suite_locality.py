@@ -48,7 +48,7 @@ def test_select_builds_each_column(tiny_gptj_lm: LoadedModel, tmp_path: Path) ->
     assert oa.constructed and oa.probes and oa.request.prompt.count("{}") == 1
     # DN: CounterFact+ distracting prompts, continued with the neighbours' (true) object
     assert all(p.prompt.startswith(f"{dn.request.rewrite_prompt} {dn.request.target_new}. ") for p in dn.probes)
-    assert all(p.continuation == dn.request.target_true for p in dn.probes)
+    assert all(p.answer == dn.request.target_true for p in dn.probes)
     # OT: the seeded PIQA subsample, no edit
     assert ot.request is None and len(ot.piqa) == 4 and not ot.probes
     assert locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG)[-1] == ot  # fixed by the seed

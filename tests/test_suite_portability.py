@@ -10,8 +10,9 @@ from fixtures_models import build_deltas, changed_tensors, single_thread, snapsh
 
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
+from kepitfalls.scoring.primitives import greedy_generate, teacher_forced
 from kepitfalls.suites import common, portability
+from kepitfalls.tokens import target_ids
 
 RAW_ROOT = MIRROR
 CONFIG = portability.Config(benchmark="easyedit_portability", subset_size=2, seed=0, known_only=False,

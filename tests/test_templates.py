@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fixtures_models import single_thread, tiny_lm  # noqa: F401
-from kepitfalls.methods.templates import generate_template_groups
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.prepare.templates import generate_template_groups
 
 MEMIT_PROMPTS = ["The", "Therefore", "Because", "I", "You"]
 

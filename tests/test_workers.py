@@ -14,10 +14,10 @@ from fixtures_models import build_tiny, single_thread, tiny_gptj_lm  # noqa: F40
 from kepitfalls import editing, layout, workers
 from kepitfalls.atomic import write_json, write_jsonl
 from kepitfalls.data.counterfact import CounterFactRecord
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, Router
 from kepitfalls.suites.common import EditCase, save_records
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from kepitfalls import layout
 from kepitfalls.config import Params
-from kepitfalls.data.records import EditRequest
 from kepitfalls.editing import build_method
 from kepitfalls.methods.base import EditMethod
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.models.materialize import MANIFEST
 from kepitfalls.params import PROJECT_ROOT
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.primitives import greedy_generate, mean_target_prob
 from kepitfalls.scoring.router import installed
 

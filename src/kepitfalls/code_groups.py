@@ -17,7 +17,7 @@ _EDITING = [
     "src/kepitfalls/schema.py", "src/kepitfalls/layout.py", "src/kepitfalls/runtime.py", "src/kepitfalls/models",
     "src/kepitfalls/scoring", "src/kepitfalls/deltas", "src/kepitfalls/data/records.py", "src/kepitfalls/suites/common.py",
     "src/kepitfalls/editing.py", "src/kepitfalls/methods/__init__.py", "src/kepitfalls/methods/base.py",
-    "src/kepitfalls/methods/layers.py", "src/kepitfalls/methods/stats.py", "src/kepitfalls/methods/value.py",
+    "src/kepitfalls/hidden", "src/kepitfalls/tokens.py", "src/kepitfalls/requests.py", "src/kepitfalls/prepare/stats.py",
 ]
 _CHAIN = ["src/kepitfalls/general/config.py", "src/kepitfalls/general/chain.py", "src/kepitfalls/data/portability.py"]
 _GENERAL_TASKS = [
@@ -34,9 +34,8 @@ GROUPS: dict[str, list[str]] = {
     # MEND's editor (MEND and MEND_untrained) is built by MEND's code, which every prepare@ lists: a matrix stage
     # cannot vary its deps per method (the other methods' outputs do not change)
     "prepare": [
-        "stages/prepare.py", "src/kepitfalls/methods/templates.py", "src/kepitfalls/methods/base.py",
-        "src/kepitfalls/methods/MEND.py", "src/kepitfalls/methods/mend_net.py", "src/kepitfalls/methods/mend_edit.py",
-        "src/kepitfalls/methods/mend_train.py",
+        "stages/prepare.py", "src/kepitfalls/prepare/templates.py", "src/kepitfalls/methods/base.py",
+        "src/kepitfalls/methods/MEND.py", "src/kepitfalls/mend",
     ],
     "pre": [
         "stages/pre.py", "src/kepitfalls/suites/common.py", "src/kepitfalls/scoring", "src/kepitfalls/models",

@@ -18,6 +18,7 @@ from typing import Any
 from kepitfalls import layout
 from kepitfalls.atomic import write_json
 from kepitfalls.config import Params
+from kepitfalls.data.checksum import hash_file
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.deltas.store import DeltaStore, delta_key
 from kepitfalls.methods import method_class
@@ -29,16 +30,37 @@ from kepitfalls.suites import suite_module
 from kepitfalls.suites.common import EditCase, PreScores, applied, chain, check_cases, load_pre, load_records, save_pre
 from kepitfalls.workers import Loader, map_cases
 
-#: The shared code every method's deltas depend on (besides the method's own module).
+#: The shared code every method's deltas depend on (besides the method's own module and its `own_sources`),
+#: relative to the package. tests/test_structure.py checks that it covers every module the methods import,
+#: but those in NO_DELTA_SOURCES.
 CORE_SOURCES = (
     "methods/base.py",
-    "methods/layers.py",
-    "methods/stats.py",
-    "methods/value.py",
+    "requests.py",
+    "tokens.py",
+    "hidden/hooks.py",
+    "hidden/partial.py",
+    "hidden/suffix.py",
+    "hidden/value.py",
+    "prepare/stats.py",
     "models/adapters.py",
-    "scoring/primitives.py",
     "deltas/codecs.py",
     "deltas/codebook.py",
+    "deltas/composed.py",
+    "scoring/diagnostics.py",
+)
+#: Modules the methods import that compute no part of a delta: loading and writing files, configuration,
+#: progress bars, the memory methods' routing at scoring time, the data read only by `prepare` (whose output
+#: reaches the delta keys as an upstream file) and the check of the encoder's pinned files.
+NO_DELTA_SOURCES = (
+    "atomic.py",
+    "tensorfile.py",
+    "schema.py",
+    "layout.py",
+    "progress.py",
+    "models/loading.py",
+    "scoring/router.py",
+    "data/zsre.py",
+    "data/checksum.py",
 )
 INDEX = "index.json"
 SIGNIFICANT_DIGITS = 6
@@ -48,17 +70,13 @@ class StaleDeltasError(RuntimeError):
     """The stored deltas were computed for another method, other hyper-parameters or other requests."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def code_fingerprint(method: EditMethod) -> str:
     """sha256 over the source of the method's module and the shared editing core it runs on.
 
     Part of every delta key, so a persisted delta is never reused after the code that made it changed.
     """
     package = Path(__file__).resolve().parent
-    files = [Path(inspect.getfile(type(method)))] + [package / name for name in CORE_SOURCES]
+    files = [Path(inspect.getfile(type(method)))] + [package / name for name in (*CORE_SOURCES, *method.own_sources)]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.read_bytes())
@@ -80,7 +98,7 @@ def delta_keys(lm: LoadedModel, method_name: str, method: EditMethod, cases: dic
 
     A case with a `base` is computed with its base chain applied, so its key includes the base's key.
     """
-    upstream = {path.name: _sha256(path) for path in method.upstream_files()}
+    upstream = {path.name: hash_file(path).sha256 for path in method.upstream_files()}
     upstream["code"] = code_fingerprint(method)
     hparams = method.hparams.model_dump(mode="json")
     keys: dict[str, str] = {}

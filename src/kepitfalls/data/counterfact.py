@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import EditRequest, Fields, fill, json_records, resolve
+from kepitfalls.requests import EditRequest, fill
+
+from .records import Fields, json_records, resolve
+
 
 ROME_FILE = "counterfact.json"
 

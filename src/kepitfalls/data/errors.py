@@ -28,7 +28,8 @@ class MalformedRecordError(DataError):
 
 
 class ChecksumError(DataError):
-    """The bytes obtained for a file do not have the sha256 the registry expects."""
+    """The bytes obtained for a file do not have the sha256 published or pinned for it (the benchmark
+    registry, the model and encoder wheels)."""
 
     def __init__(self, file: str, source: str, expected: str, actual: str) -> None:
         self.file, self.source, self.expected, self.actual = file, source, expected, actual

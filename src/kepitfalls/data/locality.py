@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from kepitfalls.requests import EditRequest
+
 from .counterfact import CounterFactRecord
-from .records import EditRequest
+from .records import Probe
 from .zsre import KnowEditZsreRecord
+
 
 OTHER_RELATION_KIND = "Relation_Specificity"
 
@@ -35,16 +38,10 @@ class DistractNeighborRecord:
 
 
 @dataclass(frozen=True)
-class AttributeProbe:
-    prompt: str
-    answer: str
-
-
-@dataclass(frozen=True)
 class OtherAttributionRecord:
     case_id: int
     request: EditRequest
-    probes: tuple[AttributeProbe, ...]
+    probes: tuple[Probe, ...]
     constructed: bool = True
 
 
@@ -68,7 +65,7 @@ def other_attribution(records: Iterable[KnowEditZsreRecord]) -> list[OtherAttrib
     """
     built = []
     for r in records:
-        probes = tuple(AttributeProbe(p.prompt, p.answers[0]) for p in r.locality if p.kind == OTHER_RELATION_KIND)
+        probes = tuple(Probe(p.prompt, p.answers[0]) for p in r.locality if p.kind == OTHER_RELATION_KIND)
         if probes:
             built.append(OtherAttributionRecord(r.case_id, r.request, probes))
     return built

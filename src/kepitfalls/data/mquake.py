@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import Fields, fill, json_object, json_records, resolve
+from kepitfalls.requests import fill
+
+from .records import Fields, json_object, json_records, resolve
+
 
 HARD_FILE = "derived/MQuAKE-hard.json"
 PROMPTS_DIR = "prompts"

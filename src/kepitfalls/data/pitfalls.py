@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
 from .records import Fields, json_object, json_records, resolve
-
-if TYPE_CHECKING:
-    from kepitfalls.suites.common import PitfallsConfig
 
 MODELS = ("GPT-J", "GPT2-XL")
 CONFLICT_KINDS = ("reverse", "composite", "coverage")
@@ -157,12 +154,9 @@ def load_relation_prompts(path: Path, model: str = "GPT-J", kind: str = "conflic
     return {relation: table.texts(relation) for relation in table.data}
 
 
-def load_pitfalls(raw_root: Path, config: PitfallsConfig, task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, list[Any]]]]:
+def load_pitfalls(folder: Path, model: str, kinds: Sequence[str], task: str) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, list[Any]]]]:
     """What a ConflictEdit (`task` "conflict") or RoundEdit ("round") suite selects from: the task's relation
-    paraphrases, and every record of each of `config.kinds` as (kind, records), read from
-    `<config.benchmark>/<config.model_folder>/` under `raw_root`.
+    paraphrases, and every record of each of `kinds` as (kind, records), read from `<folder>/<model>/`.
     """
-    folder = raw_root / config.benchmark
-    model = config.model_folder
     load = load_conflict_edit if _check_choice(task, PROMPT_KINDS, "task") == "conflict" else load_round_edit
-    return load_relation_prompts(folder, model, task), [(kind, load(folder, model, kind)) for kind in config.kinds]
+    return load_relation_prompts(folder, model, task), [(kind, load(folder, model, kind)) for kind in kinds]

@@ -11,14 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .counterfact import parse_counterfact
-from .records import EditRequest, Fields, fill, json_records, resolve
-from .zsre import zsre_request
+from kepitfalls.requests import EditRequest, fill
 
-@dataclass(frozen=True)
-class PortabilityProbe:
-    prompt: str
-    answer: str
+from .counterfact import parse_counterfact
+from .records import Fields, Probe, json_records, resolve
+from .zsre import zsre_request
 
 
 @dataclass(frozen=True)
@@ -27,15 +24,15 @@ class PortabilityRecord:
     dataset: str
     kind: str
     request: EditRequest
-    probes: tuple[PortabilityProbe, ...]
+    probes: tuple[Probe, ...]
 
 
-_Parsed = tuple[int, EditRequest, tuple[PortabilityProbe, ...]]
+_Parsed = tuple[int, EditRequest, tuple[Probe, ...]]
 
 
-def _one_hop_probe(fields: Fields) -> tuple[PortabilityProbe, ...]:
+def _one_hop_probe(fields: Fields) -> tuple[Probe, ...]:
     portability = fields.obj("portability")
-    return (PortabilityProbe(portability.text("New Question"), portability.text("New Answer")),)
+    return (Probe(portability.text("New Question"), portability.text("New Answer")),)
 
 
 def _cf_one_hop(fields: Fields) -> _Parsed:
@@ -45,7 +42,7 @@ def _cf_one_hop(fields: Fields) -> _Parsed:
 
 def _cf_subject_replace(fields: Fields) -> _Parsed:
     record = parse_counterfact(fields)
-    probe = PortabilityProbe(fill(record.prompt, fields.text("alternative_subject")), record.target_new)
+    probe = Probe(fill(record.prompt, fields.text("alternative_subject")), record.target_new)
     return record.case_id, record.request, (probe,)
 
 
@@ -55,12 +52,12 @@ def _zsre_one_hop(fields: Fields) -> _Parsed:
 
 def _zsre_subject_replace(fields: Fields) -> _Parsed:
     request = zsre_request(fields)
-    return fields.index, request, (PortabilityProbe(fields.text("alter_subject_question"), request.target_new),)
+    return fields.index, request, (Probe(fields.text("alter_subject_question"), request.target_new),)
 
 
 def _zsre_inverse_relation(fields: Fields) -> _Parsed:
     request = zsre_request(fields)
-    return fields.index, request, (PortabilityProbe(fields.text("inverse question"), request.subject),)
+    return fields.index, request, (Probe(fields.text("inverse question"), request.subject),)
 
 
 _FILES: dict[tuple[str, str], tuple[str, Callable[[Fields], _Parsed]]] = {

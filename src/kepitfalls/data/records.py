@@ -1,4 +1,4 @@
-"""Shared reading helpers for every loader: file parsing, typed field access, edit requests, subsets.
+"""Shared reading helpers for every loader: file parsing, typed field access, zsRE-style requests, subsets.
 
 Loaders only describe their schema; everything that can fail (bad JSON, a missing field, a wrong type)
 fails here, with the file, the record index and the field in the message.
@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from kepitfalls.requests import EditRequest
 
 from .errors import InvalidFileError, MalformedRecordError
 
@@ -149,41 +151,13 @@ def jsonl_records(path: Path) -> list[Fields]:
     return records
 
 
-def fill(template: str, subject: str) -> str:
-    """Put the subject into a ROME-style prompt template (`{}` marks the subject)."""
-    return template.replace("{}", subject)
-
-
 @dataclass(frozen=True)
-class EditRequest:
-    """One fact to write into a model: `prompt` is a template where `{}` marks the subject.
-
-    CounterFact templates always contain `{}`; zsRE questions get it where the subject occurs in them
-    (as ROME's zsRE loader does), and keep the question unchanged in the rare case where it does not.
-    """
+class Probe:
+    """A prompt and the answer read after it: a portability question and its answer, a locality probe and
+    the continuation it is teacher-forced on."""
 
     prompt: str
-    subject: str
-    target_new: str
-    target_true: str | None = None
-
-    @property
-    def rewrite_prompt(self) -> str:
-        return fill(self.prompt, self.subject)
-
-    def problems(self) -> list[str]:
-        """What makes this request meaningless to every method (empty), however well-typed it is."""
-        found = []
-        if not self.subject.strip():
-            found.append(f"subject {self.subject!r} is empty")
-        slots = self.prompt.count("{}")
-        if slots == 0 and self.subject.strip() and self.subject not in self.prompt:
-            found.append(f"subject {self.subject!r} is not in the prompt {self.prompt!r}")
-        if slots != 1:
-            found.append(f"prompt {self.prompt!r} must mark the subject with exactly one '{{}}', has {slots}")
-        if not self.target_new.strip():
-            found.append(f"target_new {self.target_new!r} is empty")
-        return found
+    answer: str
 
 
 def question_request(question: str, subject: str, target_new: str, target_true: str | None) -> EditRequest:

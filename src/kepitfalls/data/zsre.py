@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import EditRequest, Fields, json_records, question_request, resolve
+from kepitfalls.requests import EditRequest
+
+from .records import Fields, json_records, question_request, resolve
 
 TRAIN_1K_FILE = "zsre_mend_train-1k.json"
 KNOWEDIT_FILE = "knowedit_derived/ZsRE-test-all.json"

@@ -82,8 +82,8 @@ class Codebook:
     def diagnostics(self, lm: Any, prompts: Sequence[str]) -> dict[str, list[float]]:
         """Per prompt: the distance from the module's input at its last token to the nearest key, and
         whether the codebook fires there (100) or not (0)."""
-        from kepitfalls.methods.layers import Batch, capture
-        from kepitfalls.scoring.primitives import prompt_ids
+        from kepitfalls.hidden.hooks import capture
+        from kepitfalls.tokens import Batch, prompt_ids
 
         sequences = [prompt_ids(lm.tokenizer, p) for p in prompts]
         inputs, _ = capture(lm, self.module, Batch.from_ids(sequences, lm.tokenizer.pad_token_id, lm.model.device))

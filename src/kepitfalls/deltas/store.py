@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kepitfalls.deltas.codecs import Delta, decode
+from kepitfalls.deltas.codecs import Delta
+from kepitfalls.deltas.composed import decode
 from kepitfalls.tensorfile import canonical_json, load_tensors, save_tensors
 
 KEY_VERSION = 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kepitfalls.data.portability import load_portability
-from kepitfalls.data.records import EditRequest
 from kepitfalls.general.config import General, Mode
+from kepitfalls.requests import EditRequest
 from kepitfalls.suites.common import EditCase, check_cases
 
 #: The suite name the chain's deltas are stored under (`layout.deltas_dir(method, CHAIN[mode])`).

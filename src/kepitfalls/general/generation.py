@@ -15,7 +15,7 @@ import torch
 
 from kepitfalls.general.generated import Generation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import prompt_ids
+from kepitfalls.tokens import padded, prompt_ids
 
 
 @torch.inference_mode()
@@ -31,12 +31,8 @@ def greedy(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch_s
     results: dict[int, Generation] = {}
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, index in enumerate(rows):
-            ids[row, width - len(encoded[index]) :] = torch.tensor(encoded[index])
-            mask[row, width - len(encoded[index]) :] = 1
+        ids, mask = padded([encoded[i] for i in rows], tokenizer.pad_token_id, left=True)
+        width = ids.shape[1]
         output = model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
             do_sample=False, use_cache=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

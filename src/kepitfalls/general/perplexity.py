@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from kepitfalls.data.wikitext import load_articles
 from kepitfalls.general.config import WikiSample
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.tokens import padded
 
 
 @torch.inference_mode()
@@ -26,12 +27,7 @@ def mean_nlls(lm: LoadedModel, sequences: Sequence[list[int]], batch_size: int) 
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = [sequences[i] for i in rows]
-        width = max(len(ids) for ids in batch)
-        ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+        ids, mask = padded(batch, lm.tokenizer.pad_token_id)
         logits = lm.model(input_ids=ids.to(lm.model.device), attention_mask=mask.to(lm.model.device)).logits.float().cpu()
         nll = -F.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
         weights = mask[:, 1:].float()

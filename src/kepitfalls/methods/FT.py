@@ -24,12 +24,13 @@ import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.layers import Batch, normed_hidden, residual_entering
+from kepitfalls.hidden.partial import normed_hidden, residual_entering
+from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 STEP_THRESHOLD = 1e-2
 OBJECTIVES = ("prompt_last", "target_new")

@@ -43,12 +43,14 @@ import torch
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from kepitfalls.deltas.codebook import Codebook, CodebookDelta, Entry
-from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.layers import Batch, SuffixStack, normed_hidden
+from kepitfalls.hidden.partial import normed_hidden
+from kepitfalls.hidden.suffix import SuffixStack
+from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER, Seed
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 #: The reference's margin that keeps a split older radius just short of the new key (`grace.py`).
 SPLIT_MARGIN = 1e-5

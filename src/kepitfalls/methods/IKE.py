@@ -41,12 +41,12 @@ import torch
 from pydantic import PositiveInt
 
 from kepitfalls.atomic import write_json
-from kepitfalls.data.records import EditRequest
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.encoder import SentenceEncoder
 from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.router import Router
 from kepitfalls.tensorfile import load_tensors, save_tensors
 
@@ -155,16 +155,11 @@ class IKE(EditMethod):
 
     name = "IKE"
     hparams_type = IKEHparams
+    own_sources = ("encoder.py",)  # embeds each edit's query
     hparams: IKEHparams
 
-    def _store_dir(self) -> Path:
-        if self.artifacts.method_dir is None:
-            raise FileNotFoundError("IKE needs its demonstration store: run `dvc repro prepare@IKE`")
-        return self.artifacts.method_dir
-
     def upstream_files(self) -> list[Path]:
-        directory = self._store_dir()
-        return [directory / DEMOS_FILE, directory / EMBEDDINGS_FILE]
+        return [self.artifacts.prepared(self.name, DEMOS_FILE), self.artifacts.prepared(self.name, EMBEDDINGS_FILE)]
 
     def prepare(self, lm: LoadedModel, params: Any, out_dir: Path) -> dict[str, float | int | str]:
         """Build and embed the demonstration store from the zsRE training records."""
@@ -179,9 +174,9 @@ class IKE(EditMethod):
     @functools.cached_property
     def _store(self) -> tuple[list[dict[str, str]], torch.Tensor]:
         """The prepared demonstrations and their embeddings, read once."""
-        directory = self._store_dir()
-        store = json.loads((directory / DEMOS_FILE).read_text(encoding="utf-8"))["demos"]
-        return store, load_tensors(directory / EMBEDDINGS_FILE)[0]["embeddings"]
+        demos, embeddings = self.upstream_files()
+        store = json.loads(demos.read_text(encoding="utf-8"))["demos"]
+        return store, load_tensors(embeddings)[0]["embeddings"]
 
     @functools.cached_property
     def _encoder(self) -> SentenceEncoder:

@@ -73,11 +73,12 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.layers import Batch, backbone, normed_hidden, only_layers
+from kepitfalls.hidden.partial import backbone, normed_hidden, only_layers
+from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.adapters import Architecture, get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.requests import EditRequest
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 VARIANTS: dict[str, str] = {
     "easyedit": "KN as EasyEdit runs it (the survey's numbers): integrated gradients of the MLP's first-projection "
@@ -353,9 +354,7 @@ class KnowledgeNeurons(EditMethod):
         """The selected (layer, neuron) pairs for one request."""
         hp = self.hparams
         score_list = [self.scores(lm, prompt, truth) for prompt in self.prompts(request)]
-        max_neurons = hp.max_neurons
-        return select_neurons(score_list, float(hp.adaptive_threshold), float(hp.p), bool(hp.refine),
-                              None if max_neurons is None else int(max_neurons))
+        return select_neurons(score_list, hp.adaptive_threshold, hp.p, hp.refine, hp.max_neurons)
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> DenseDelta:
         if len(requests) != 1:

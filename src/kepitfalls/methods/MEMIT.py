@@ -23,9 +23,9 @@ Follows the reference `memit/memit_main.py` (`execute_memit`), `compute_z.py` an
 
 Choices the reference leaves open, or where this implementation differs:
 - Template groups: MEMIT's own recipe ("{}" + one 10-token sample from each of five prompts,
-  `methods/templates.py`), stored as the reference's nested list; keys average within each group, then
+  `prepare/templates.py`), stored as the reference's nested list; keys average within each group, then
   over the groups.
-- z* is optimised by `methods/value.py` (shared with ROME's v*; see its docstring for the speed-ups).
+- z* is optimised by `hidden/value.py` (shared with ROME's v*; see its docstring for the speed-ups).
 - Everything is computed in float32 (the solve in float64) whatever the weights' dtype: keys and residuals
   read from a half-precision model are upcast, and the factors are stored in float32 (V holds small numbers:
   λ is large); the codec rounds W + U Vᵀ to the weights' dtype once.
@@ -40,11 +40,12 @@ import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import EditMethod, EditRequest, ValueHparams
-from kepitfalls.methods.layers import subject_reprs
-from kepitfalls.methods.stats import load_second_moment, stats_file
-from kepitfalls.methods.value import optimise_output
+from kepitfalls.hidden.hooks import subject_reprs
+from kepitfalls.hidden.value import optimise_output
+from kepitfalls.methods.base import EditMethod, ValueHparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.prepare.stats import load_second_moment, stats_file
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
 
 
@@ -99,16 +100,10 @@ class MEMIT(EditMethod):
     batch_capable = True
     hparams_type = MEMITHparams
 
-    def _layers(self) -> list[int]:
-        layers = [int(layer) for layer in self.hparams.layers]
-        if not layers or layers != sorted(set(layers)):
-            raise ValueError(f"MEMIT layers must be distinct and ascending, got {self.hparams.layers!r}")
-        return layers
-
     def upstream_files(self) -> list[Path]:
         files = [self.artifacts.templates_file] if self.artifacts.templates_file else []
         if self.hparams.mom2_adjustment and self.artifacts.stats_dir is not None:
-            files.extend(stats_file(self.artifacts.stats_dir, layer) for layer in self._layers())
+            files.extend(stats_file(self.artifacts.stats_dir, layer) for layer in self.hparams.layers)
         return files
 
     def _mom2(self, layer: int) -> torch.Tensor | None:
@@ -121,7 +116,7 @@ class MEMIT(EditMethod):
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> LowRankDelta:
         if not requests:
             raise ValueError("no edit requests")
-        layers = self._layers()
+        layers = self.hparams.layers
         templates = self.artifacts.context_templates
         groups = self.artifacts.template_groups
         z_layer = layers[-1]
@@ -136,7 +131,7 @@ class MEMIT(EditMethod):
                 keys = request_keys(lm, module, requests, groups)
                 current = subject_reprs(lm, z_module, [r.prompt for r in requests], [r.subject for r in requests], output=True).T
                 residuals = (targets - current.float()) / (len(layers) - i)
-                u, v = layer_update(keys, residuals, self._mom2(layer), float(self.hparams.mom2_update_weight))
+                u, v = layer_update(keys, residuals, self._mom2(layer), self.hparams.mom2_update_weight)
                 part = LowRankDelta({module: (u, v)})
                 part.apply(lm.model)
                 applied.append(part)

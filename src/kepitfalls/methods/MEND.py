@@ -2,8 +2,8 @@
 
 Follows eric-mitchell/mend (`algs/mend.py`, `trainer.py`; EDITORS.md §2.1): the edited layers are the MLP
 projections `modules` of the blocks `layers` (GPT-J's fc_in and fc_out of blocks 25-27, SmolLM2's gate, up
-and down projections of blocks 27-29); the network is `methods/mend_net.py`, its passes
-`methods/mend_edit.py`, its training `methods/mend_train.py`, run by this method's `prepare` hook (the
+and down projections of blocks 27-29); the network is `mend/net.py`, its passes
+`mend/edit.py`, its training `mend/train.py`, run by this method's `prepare` hook (the
 `prepare@MEND` stage) on the zsRE training file `train_file`.
 
 An edit takes the target NLL's gradient factors (x_t, δ_t) of every edited layer on the current weights
@@ -24,23 +24,21 @@ import functools
 import hashlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods import mend_edit, mend_net, mend_train
-from kepitfalls.methods.base import EditMethod, EditRequest, Hparams
-from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors
-from kepitfalls.methods.mend_net import MendEditor, load_editor, save_editor
+from kepitfalls.mend import edit as mend_edit, net as mend_net, train as mend_train
+from kepitfalls.mend.edit import Scored, Top, gradient_factors
+from kepitfalls.mend.net import MendEditor, load_editor, save_editor
+from kepitfalls.methods.base import EditMethod, Hparams, PrepareSettings
 from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
-
-if TYPE_CHECKING:
-    from kepitfalls.config import Params
 
 EDITOR_FILE = "editor.safetensors"
 #: Which projections of each edited block, by `Architecture` field.
@@ -95,6 +93,7 @@ class MEND(EditMethod):
     name = "MEND"
     hparams_type = MENDHparams
     batch_capable = True  # several requests: one joint edit (the reference's batch)
+    own_sources = ("mend/edit.py", "mend/net.py", "mend/train.py")
     #: False for the untrained control, whose network stays at its identity initialisation.
     trains: ClassVar[bool] = True
 
@@ -105,18 +104,14 @@ class MEND(EditMethod):
 
     @property
     def editor_file(self) -> Path:
-        """The trained editor `prepare` wrote; a clear error naming the stage where it is missing."""
-        method_dir = self.artifacts.method_dir
-        path = None if method_dir is None else Path(method_dir) / EDITOR_FILE
-        if path is None or not path.is_file():
-            raise ValueError(f"{self.name} has no trained editor{f' at {path}' if path else ''}: run `dvc repro prepare@{self.name}` first")
-        return path
+        """The trained editor `prepare` wrote."""
+        return self.artifacts.prepared(self.name, EDITOR_FILE)
 
     def upstream_files(self) -> list[Path]:
         """The editor; it records the hash of the code that trained it and computes the deltas (`code_hash`)."""
         return [self.editor_file]
 
-    def prepare(self, lm: LoadedModel, params: "Params", out_dir: Path) -> dict[str, float | int | str]:
+    def prepare(self, lm: LoadedModel, params: PrepareSettings, out_dir: Path) -> dict[str, float | int | str]:
         """Train the editor (or, for the control, only gather its statistics) and validate it."""
         from kepitfalls import layout  # here: layout reads params, whose schema imports every method
 

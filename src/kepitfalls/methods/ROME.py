@@ -4,7 +4,7 @@ Follows the reference `rome/rome_main.py`, `compute_u.py` and `compute_v.py`:
 - k: the input of the rewritten projection at the subject's last token, averaged over the context
   templates; u = C⁻¹k / ‖C⁻¹k‖ with C the uncentred second moment of those inputs (`mom2_adjustment`).
 - v*: the MLP output at the subject's last token that makes the model say the new target
-  (`methods/value.py`, shared with MEMIT's z*).
+  (`hidden/value.py`, shared with MEMIT's z*).
 - ΔW = (v* − W k₀) uᵀ / (uᵀ k₀), with k₀ the key of the bare prompt, so that (W + ΔW) k₀ = v*.
 Whatever the weights' dtype, keys, C⁻¹k, v* and the factors are float32 (activations read from a
 half-precision model are upcast); the delta codec adds U Vᵀ to the weight in its own dtype.
@@ -13,21 +13,23 @@ half-precision model are upcast); the delta codec adds U Vᵀ to the weight in i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import NonNegativeInt
 
 from kepitfalls.deltas.codecs import LowRankDelta
-from kepitfalls.methods.base import EditMethod, EditRequest, ValueHparams
-from kepitfalls.methods.layers import Batch, capture, subject_last_index, subject_reprs
-from kepitfalls.methods.stats import load_second_moment, stats_file
-from kepitfalls.methods.value import optimise_output
+from kepitfalls.hidden.hooks import capture, subject_reprs
+from kepitfalls.hidden.value import optimise_output
+from kepitfalls.methods.base import EditMethod, ValueHparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.prepare.stats import load_second_moment, stats_file
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER
+from kepitfalls.tokens import Batch, subject_last_index
 
 
-def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: dict[str, Any], templates: list[str], stats_dir: Path | None) -> torch.Tensor:
+def left_vector(lm: LoadedModel, layer: int, request: EditRequest, hparams: ROMEHparams, templates: list[str], stats_dir: Path | None) -> torch.Tensor:
     """u: the template-averaged key, whitened by C⁻¹ when `mom2_adjustment` is on, unit norm."""
     module = lm.arch.mlp_out.format(layer)
     prompts = [t.format(request.prompt) for t in templates]

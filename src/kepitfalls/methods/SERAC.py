@@ -29,12 +29,12 @@ import torch
 from pydantic import PositiveFloat, PositiveInt
 
 from kepitfalls.atomic import write_json
-from kepitfalls.data.records import EditRequest
 from kepitfalls.data.zsre import load_zsre
 from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.encoder import SentenceEncoder
 from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.router import Router
 
 CLASSIFIER_FILE = "classifier.json"
@@ -128,15 +128,11 @@ class SERAC(EditMethod):
     name = "SERAC"
     batch_capable = True  # several requests are several memory entries of one delta
     hparams_type = SERACHparams
+    own_sources = ("encoder.py",)  # embeds each memory key
     hparams: SERACHparams
 
-    def _method_dir(self) -> Path:
-        if self.artifacts.method_dir is None:
-            raise FileNotFoundError("SERAC needs its fitted classifier: run `dvc repro prepare@SERAC`")
-        return self.artifacts.method_dir
-
     def upstream_files(self) -> list[Path]:
-        return [self._method_dir() / CLASSIFIER_FILE]
+        return [self.artifacts.prepared(self.name, CLASSIFIER_FILE)]
 
     @functools.cached_property
     def _encoder(self) -> SentenceEncoder:
@@ -171,7 +167,7 @@ class SERAC(EditMethod):
 
     @functools.cached_property
     def scale(self) -> float:
-        return float(json.loads((self._method_dir() / CLASSIFIER_FILE).read_text(encoding="utf-8"))["scale"])
+        return float(json.loads(self.artifacts.prepared(self.name, CLASSIFIER_FILE).read_text(encoding="utf-8"))["scale"])
 
     def router(self) -> Router:
         return SERACRouter(self._encoder, self.scale)

@@ -7,18 +7,23 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, TYPE_CHECKING
+from typing import Annotated, ClassVar, Literal, Protocol
 
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from kepitfalls.data.records import EditRequest
-from kepitfalls.deltas.codecs import ComposedDelta, Delta
+from kepitfalls.deltas.codecs import Delta
+from kepitfalls.deltas.composed import ComposedDelta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import LAYER, Section
 from kepitfalls.scoring.router import Router
 
-if TYPE_CHECKING:
-    from kepitfalls.config import Params
+
+class PrepareSettings(Protocol):
+    """What `prepare` reads of params.yaml beyond the method's own block; `config.Params` is one (declared
+    here so that the methods need not import the schema that imports them)."""
+
+    seed: int
 
 
 class Hparams(Section):
@@ -30,7 +35,7 @@ class Hparams(Section):
 
 
 class ValueHparams(Hparams):
-    """The v*/z* optimisation ROME and MEMIT share (`methods/value.py`)."""
+    """The v*/z* optimisation ROME and MEMIT share (`hidden/value.py`)."""
 
     v_num_grad_steps: PositiveInt
     v_lr: PositiveFloat
@@ -59,6 +64,14 @@ class Artifacts:
             return [["{}"]]
         return json.loads(self.templates_file.read_text(encoding="utf-8"))["groups"]
 
+    def prepared(self, method: str, name: str) -> Path:
+        """The file `name` that the method's `prepare@<METHOD>` stage wrote into its directory; where the
+        directory or the file is missing, an error naming the stage to run."""
+        path = None if self.method_dir is None else Path(self.method_dir) / name
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"{method} has no prepared {name}{f' at {path}' if path else ''}: run `dvc repro prepare@{method}` first")
+        return path
+
     @property
     def context_templates(self) -> list[str]:
         """Every template, the groups flattened in order ("{}" first)."""
@@ -74,6 +87,9 @@ class EditMethod(ABC):
     batch_capable: ClassVar[bool] = False
     #: The schema of this method's `methods.<METHOD>.<model>` block.
     hparams_type: ClassVar[type[Hparams]]
+    #: Modules besides its own (package-relative paths) that only this method's deltas depend on: part of its
+    #: code fingerprint (`editing.code_fingerprint`), with the shared CORE_SOURCES.
+    own_sources: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, hparams: Hparams, artifacts: Artifacts | None = None) -> None:
         self.hparams = hparams
@@ -87,7 +103,7 @@ class EditMethod(ABC):
         """How this method's memory deltas reach scoring (`scoring.router`); None for weight edits."""
         return None
 
-    def prepare(self, lm: LoadedModel, params: Params, out_dir: Path) -> dict[str, float | int | str]:
+    def prepare(self, lm: LoadedModel, params: PrepareSettings, out_dir: Path) -> dict[str, float | int | str]:
         """Build what the method needs before its first edit (a trained editor, an embedded store) into
         `out_dir`, the `prepare@<METHOD>` stage's output, and return figures for its metrics file. Most
         methods need nothing beyond their context templates, which the stage writes itself."""

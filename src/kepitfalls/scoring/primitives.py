@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from kepitfalls.scoring.router import route
+from kepitfalls.tokens import padded, prompt_ids, target_ids
 
 DEFAULT_BATCH = 32
 
@@ -43,28 +44,6 @@ class TeacherForced:
         """TokAcc: the share of target tokens that are the argmax under teacher forcing."""
         hits = sum(a == t for a, t in zip(self.argmax_ids, self.target_ids))
         return hits / len(self.target_ids)
-
-
-def target_ids(tokenizer: PreTrainedTokenizerBase, target: str) -> list[int]:
-    """Token ids of a target, always with a leading space and never with special tokens."""
-    if not target.strip():
-        raise ValueError(f"empty target {target!r}")
-    return tokenizer(" " + target.lstrip(" "), add_special_tokens=False)["input_ids"]
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of a prompt, with whatever special tokens (BOS) the tokenizer adds."""
-    return tokenizer(prompt)["input_ids"]
-
-
-def _right_padded(sequences: Sequence[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _batches(count: int, batch_size: int) -> range:
@@ -97,7 +76,7 @@ def _prompt_batch(model: PreTrainedModel, pad_id: int, prefixes: list[list[int]]
     distribution, which also predicts every target's first token) and the targets' own positions.
     """
     device = model.device
-    ids, mask = _right_padded(prefixes, pad_id, device)
+    ids, mask = (tensor.to(device) for tensor in padded(prefixes, pad_id))
     lasts = torch.tensor([len(p) - 1 for p in prefixes], device=device)
     keep = torch.unique(lasts)
     output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=keep)
@@ -110,7 +89,7 @@ def _prompt_batch(model: PreTrainedModel, pad_id: int, prefixes: list[list[int]]
         owners = torch.tensor([pairs[i][0] for i in longer], device=device)
         cache = output.past_key_values
         cache.reorder_cache(owners)  # one cache row per continued target, copied from its prompt's row
-        tail, tail_mask = _right_padded([pairs[i][1][:-1] for i in longer], pad_id, device)
+        tail, tail_mask = (tensor.to(device) for tensor in padded([pairs[i][1][:-1] for i in longer], pad_id))
         positions = lasts[owners, None] + 1 + torch.arange(tail.shape[1], device=device)
         logits = model(
             input_ids=tail, attention_mask=torch.cat([mask[owners], tail_mask], dim=1), position_ids=positions,
@@ -195,13 +174,6 @@ def token_accuracy(model, tokenizer, prompts: Sequence[str], targets: Sequence[s
     return [r.token_accuracy for r in teacher_forced(model, tokenizer, prompts, targets, batch_size)]
 
 
-def argmax_agreement(pre_argmax: Sequence[int], post_argmax: Sequence[int]) -> float:
-    """LocAgree: the share of teacher-forced positions whose argmax token is unchanged (METRICS.md §1.3)."""
-    if len(pre_argmax) != len(post_argmax) or not pre_argmax:
-        raise ValueError(f"argmax sequences differ in length or are empty: {len(pre_argmax)} vs {len(post_argmax)}")
-    return sum(a == b for a, b in zip(pre_argmax, post_argmax)) / len(pre_argmax)
-
-
 def next_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
@@ -223,12 +195,8 @@ def greedy_generate(
     texts: list[str] = []
     for start in _batches(len(prompts), batch_size):
         prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(prefixes), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prefix in enumerate(prefixes):  # left padding, so every row continues from the same column
-            ids[row, width - len(prefix) :] = torch.tensor(prefix)
-            mask[row, width - len(prefix) :] = 1
+        ids, mask = padded(prefixes, tokenizer.pad_token_id, left=True)
+        width = ids.shape[1]
         output = model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -1,11 +1,7 @@
 """Suites: one experimental setting each (which records, which edits, which scores), one module each.
 
-A suite module provides `select(lm, raw_root, config) -> records`, `edit_cases(records) -> [EditCase]`,
-`pre_scores(lm, records)`, and its evaluation in three parts: `items(records)` (the independent units,
-picklable), `score(lm, item, deltas, pre)` (one unit on its edited model, reverted after) and
-`summarise(lm, records, scores, pre) -> Evaluation`; `evaluate(lm, records, deltas, pre)` runs them in
-turn, and the evaluate stage fans `score` out over worker processes. Stages never special-case a suite by
-name.
+What a suite module provides is declared in `suites/contract.py` (`Suite`) and checked when it is loaded.
+Stages never special-case a suite by name.
 """
 
 from __future__ import annotations
@@ -17,7 +13,12 @@ SUPPORTED = ("counterfact", "portability", "mquake", "conflict", "round", "local
 
 
 def suite_module(name: str) -> ModuleType:
-    """The module implementing a suite, with a clear error for suites not (yet) implemented."""
+    """The module implementing a suite, checked against the suite contract; a clear error for suites not
+    (yet) implemented."""
     if name not in SUPPORTED:
         raise NotImplementedError(f"suite {name!r} is not implemented; supported: {', '.join(SUPPORTED)}")
-    return importlib.import_module(f"kepitfalls.suites.{name}")
+    from kepitfalls.suites.contract import check_suite
+
+    module = importlib.import_module(f"kepitfalls.suites.{name}")
+    check_suite(module)
+    return module

@@ -9,6 +9,7 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import mean
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import torch
@@ -16,9 +17,10 @@ from pydantic import PositiveInt
 
 from kepitfalls.atomic import write_json
 from kepitfalls.data.pitfalls import MODELS as PITFALLS_MODELS
-from kepitfalls.data.records import EditRequest, select_subset, select_subset_where
+from kepitfalls.data.records import select_subset, select_subset_where
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.requests import EditRequest
 from kepitfalls.schema import Section, Seed
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.tensorfile import load_tensors, save_tensors
@@ -164,6 +166,22 @@ KNOWN_POLICY = (
     "known_only: records whose every tested fact the unedited model knows (greedy teacher-forced decoding "
     "after the rewrite prompt reproduces every token of the true object; the CounterFact/ROME test)"
 )
+
+
+#: Sequences per forward pass inside one teacher-forced call of `paraphrase_scores` (bounds the logits' memory).
+PARAPHRASE_BATCH = 64
+
+
+def paraphrase_scores(lm: LoadedModel, queries: Sequence[tuple[Sequence[str], str]]) -> list[float]:
+    """Per (prompts, target): S, the mean P̄ of the target over the prompts (a rewrite prompt and its
+    paraphrases, ConflictEdit's and RoundEdit's score), all in one teacher-forced call on the current model."""
+    prompts, targets, spans = [], [], []
+    for filled, target in queries:
+        spans.append((len(prompts), len(prompts) + len(filled)))
+        prompts.extend(filled)
+        targets.extend([target] * len(filled))
+    results = teacher_forced(lm.model, lm.tokenizer, prompts, targets, batch_size=PARAPHRASE_BATCH)
+    return [mean(r.mean_prob for r in results[start:end]) for start, end in spans]
 
 
 def known_facts(lm: LoadedModel, facts: Sequence[Sequence[EditRequest]]) -> list[bool]:

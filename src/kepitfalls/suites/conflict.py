@@ -11,22 +11,21 @@ relation's 10 paraphrases (`conflict_prompts.json`), which each record carries w
 
 from __future__ import annotations
 
+from abc import ABC
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
-from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import teacher_forced
-from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
+from kepitfalls.requests import EditRequest, fill
+from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, paraphrase_scores, select_records
 
 
 class Config(PitfallsConfig):
@@ -34,10 +33,6 @@ class Config(PitfallsConfig):
 
     kinds: Annotated[list[Literal[CONFLICT_KINDS]], Field(min_length=1)]
 
-#: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
-SCORE_BATCH = 64
-#: The kinds that also edit e2 alone on the unedited model.
-E2ONLY_KINDS = ("composite", "coverage")
 
 PROTOCOL = (
     "ConflictEdit (Li et al. 2024), following zjunlp/PitfallsKnowledgeEditing evaluate_conflictedit.py and "
@@ -53,7 +48,7 @@ PROTOCOL = (
 class ConflictItem:
     """One ConflictEdit record with the paraphrase templates of every relation it scores."""
 
-    kind: str  # reverse | composite | coverage (the file it came from)
+    kind: str  # reverse | composite | coverage (the file it came from; `KINDS` holds what each scores)
     record: ConflictEditRecord
     paraphrases: dict[str, tuple[str, ...]]  # relation id -> its 10 templates ("{}" marks the subject)
 
@@ -87,23 +82,66 @@ def e2_fact(item: ConflictItem) -> Fact:
     return _edit_fact(item.record.edits[1])
 
 
-def implied_fact(item: ConflictItem) -> Fact:
-    """The fact e2 implies through e1's relation (the reference's non-explicit `cs_post_edit`).
-
-    Reverse: (r1, subject = e2's new object s2*, o1*); composite: (r1, s1, o2*).
-    """
-    e1, e2 = item.record.edits
-    if item.kind == "reverse":
-        return Fact(e1.relation.prompt, e1.relation.id, e2.new_object.label, e1.new_object.label)
-    if item.kind == "composite":
-        return Fact(e1.relation.prompt, e1.relation.id, e1.subject.label, e2.new_object.label)
-    raise ValueError(f"{item.kind} records have no implied fact")
-
-
 def tied_fact(item: ConflictItem) -> Fact:
     """The composite record's tied fact triples[0] (its `prerequisites` is (0,)), scored with its own object."""
     triple = item.record.triples[0]
     return Fact(triple.relation.prompt, triple.relation.id, triple.subject.label, triple.object.label)
+
+
+class Kind(ABC):
+    """What one kind of record scores, each score named by its `ConflictScores` field: the facts read on θ2
+    (e1's and e2's, plus the kind's own), those read on θ0 + e2 alone (a kind with none has no `e2only`
+    case), and the θ0 scores it takes from the pre-scores."""
+
+    name: ClassVar[str]
+    #: `ConflictScores` field -> the θ2 field of the same fact, whose θ0 score `pre_scores` keeps.
+    theta0: ClassVar[dict[str, str]] = {}
+
+    def theta2_facts(self, item: ConflictItem) -> dict[str, Fact]:
+        return {"e1_theta2": e1_fact(item), "e2_theta2": e2_fact(item)}
+
+    def e2only_facts(self, item: ConflictItem) -> dict[str, Fact]:
+        return {}
+
+
+class Reverse(Kind):
+    """e2 reverses e1's relation; the fact e2 implies through r1 is (r1, s2*, o1*)."""
+
+    name = "reverse"
+
+    def theta2_facts(self, item: ConflictItem) -> dict[str, Fact]:
+        e1, e2 = item.record.edits
+        implied = Fact(e1.relation.prompt, e1.relation.id, e2.new_object.label, e1.new_object.label)
+        return {**super().theta2_facts(item), "implied_theta2": implied}
+
+
+class Composite(Kind):
+    """e2 composes with e1 through a tied fact; the implied fact is (r1, s1, o2*), and the tied fact is scored
+    on θ0, θ2 and θ0 + e2."""
+
+    name = "composite"
+    theta0 = {"tied_theta0": "tied_theta2"}
+
+    def theta2_facts(self, item: ConflictItem) -> dict[str, Fact]:
+        e1, e2 = item.record.edits
+        implied = Fact(e1.relation.prompt, e1.relation.id, e1.subject.label, e2.new_object.label)
+        return {**super().theta2_facts(item), "implied_theta2": implied, "tied_theta2": tied_fact(item)}
+
+    def e2only_facts(self, item: ConflictItem) -> dict[str, Fact]:
+        return {"tied_e2only": tied_fact(item)}
+
+
+class Coverage(Kind):
+    """e2 covers e1; both facts are also scored on θ0 + e2 (coverage Success)."""
+
+    name = "coverage"
+
+    def e2only_facts(self, item: ConflictItem) -> dict[str, Fact]:
+        return {"e1_e2only": e1_fact(item), "e2_e2only": e2_fact(item)}
+
+
+#: The kinds, by the name of the file their records come from.
+KINDS: dict[str, Kind] = {kind.name: kind() for kind in (Reverse, Composite, Coverage)}
 
 
 def _relations(record: ConflictEditRecord) -> set[str]:
@@ -114,7 +152,7 @@ def _relations(record: ConflictEditRecord) -> set[str]:
 def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[ConflictItem]:
     """A seeded subset of `subset_size` records from each kind's file, with the paraphrases they need; with
     `known_only`, of the records whose first edit's original fact the model knows."""
-    prompts, pools = load_pitfalls(raw_root, config, "conflict")
+    prompts, pools = load_pitfalls(raw_root / config.benchmark, config.model_folder, config.kinds, "conflict")
     chosen = [(kind, r) for kind, pool in pools for r in select_records(lm, pool, config, lambda r: [_request(r.edits[0])])]
     items: list[ConflictItem] = []
     for kind, record in chosen:
@@ -137,7 +175,7 @@ def edit_cases(items: list[ConflictItem]) -> list[EditCase]:
         e1, e2 = (_request(e) for e in item.record.edits)
         cases.append(EditCase(f"{prefix}/e1", (e1,)))
         cases.append(EditCase(f"{prefix}/e2", (e2,), base=f"{prefix}/e1"))
-        if item.kind in E2ONLY_KINDS:
+        if KINDS[item.kind].e2only_facts(item):
             cases.append(EditCase(f"{prefix}/e2only", (e2,)))
     return cases
 
@@ -149,34 +187,28 @@ def _prompts(item: ConflictItem, fact: Fact) -> list[str]:
 
 def scores(lm: LoadedModel, pairs: list[tuple[ConflictItem, Fact]]) -> list[float]:
     """S of every (item, fact) on the current model, in one teacher-forced call."""
-    prompts, targets, spans = [], [], []
-    for item, fact in pairs:
-        filled = _prompts(item, fact)
-        spans.append((len(prompts), len(prompts) + len(filled)))
-        prompts.extend(filled)
-        targets.extend([fact.target] * len(filled))
-    results = teacher_forced(lm.model, lm.tokenizer, prompts, targets, batch_size=SCORE_BATCH)
-    return [mean(r.mean_prob for r in results[start:end]) for start, end in spans]
+    return paraphrase_scores(lm, [(_prompts(item, fact), fact.target) for item, fact in pairs])
 
 
-def _theta2_facts(item: ConflictItem) -> list[Fact]:
-    """What θ2 is scored on: e1's fact, e2's, the implied one (reverse, composite), the tied one (composite)."""
-    facts = [e1_fact(item), e2_fact(item)]
-    if item.kind != "coverage":
-        facts.append(implied_fact(item))
-    if item.kind == "composite":
-        facts.append(tied_fact(item))
-    return facts
+def _scored(lm: LoadedModel, item: ConflictItem, facts: dict[str, Fact]) -> dict[str, float]:
+    """S of each named fact on the current model, by name, in one call."""
+    return dict(zip(facts, scores(lm, [(item, fact) for fact in facts.values()]), strict=True))
 
 
 def pre_scores(lm: LoadedModel, items: list[ConflictItem]) -> PreScores:
-    """S_θ0 of every composite record's tied fact, by case prefix.
+    """S_θ0 of what each kind keeps of θ0 (the composite records' tied facts), by field and case prefix.
 
     Each record is scored in the very call it gets on θ2 (same facts, same batch), so a model the edits
     leave unchanged gives a tied-fact damage of exactly 0.
     """
-    tied = {item.case_prefix: scores(lm, [(item, f) for f in _theta2_facts(item)])[-1] for item in items if item.kind == "composite"}
-    return PreScores(values={"tied_theta0": tied})
+    values: dict[str, dict[str, float]] = {field: {} for kind in KINDS.values() for field in kind.theta0}
+    for item in items:
+        kind = KINDS[item.kind]
+        if kind.theta0:
+            theta0 = _scored(lm, item, kind.theta2_facts(item))
+            for field, source in kind.theta0.items():
+                values[field][item.case_prefix] = theta0[source]
+    return PreScores(values=values)
 
 
 def items(records: list[ConflictItem]) -> list[ConflictItem]:
@@ -185,29 +217,18 @@ def items(records: list[ConflictItem]) -> list[ConflictItem]:
 
 
 def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre: PreScores) -> ConflictScores:
-    """One record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between."""
-    prefix = item.case_prefix
+    """One record on θ2, θ1 and (where its kind reads it) θ0 + e2 alone, reverting in between."""
+    kind, prefix = KINDS[item.kind], item.case_prefix
     with applied(lm, deltas, [f"{prefix}/e1", f"{prefix}/e2"]):
-        theta2 = scores(lm, [(item, f) for f in _theta2_facts(item)])
+        theta2 = _scored(lm, item, kind.theta2_facts(item))
     with applied(lm, deltas, [f"{prefix}/e1"]):
         (e1_theta1,) = scores(lm, [(item, e1_fact(item))])
-    extra: dict[str, float | None] = {}
-    if item.kind == "composite":
+    e2only: dict[str, float] = {}
+    if facts := kind.e2only_facts(item):
         with applied(lm, deltas, [f"{prefix}/e2only"]):
-            (extra["tied_e2only"],) = scores(lm, [(item, tied_fact(item))])
-        extra["tied_theta0"] = pre.values["tied_theta0"][prefix]
-        extra["tied_theta2"] = theta2[3]
-    if item.kind == "coverage":
-        with applied(lm, deltas, [f"{prefix}/e2only"]):
-            extra["e1_e2only"], extra["e2_e2only"] = scores(lm, [(item, e1_fact(item)), (item, e2_fact(item))])
-    return ConflictScores(
-        kind=item.kind,
-        e1_theta1=e1_theta1,
-        e1_theta2=theta2[0],
-        e2_theta2=theta2[1],
-        implied_theta2=theta2[2] if item.kind != "coverage" else None,
-        **extra,
-    )
+            e2only = _scored(lm, item, facts)
+    theta0 = {field: pre.values[field][prefix] for field in kind.theta0}
+    return ConflictScores(kind=item.kind, e1_theta1=e1_theta1, **theta2, **e2only, **theta0)
 
 
 def summarise(lm: LoadedModel, records: list[ConflictItem], cases: list[ConflictScores], pre: PreScores) -> Evaluation:

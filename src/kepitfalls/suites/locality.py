@@ -25,9 +25,10 @@ from pydantic import PositiveInt
 from kepitfalls.data.counterfact import load_counterfact
 from kepitfalls.data.locality import distract_neighbor, other_attribution
 from kepitfalls.data.piqa import PiqaRecord, load_piqa
-from kepitfalls.data.records import EditRequest, select_subset
+from kepitfalls.data.records import Probe, select_subset
 from kepitfalls.data.zsre import load_knowedit_zsre
 from kepitfalls.deltas.codecs import Delta
+from kepitfalls.requests import EditRequest
 from kepitfalls.metrics.locality import (
     COLUMNS,
     EditScores,
@@ -38,9 +39,9 @@ from kepitfalls.metrics.locality import (
 )
 from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.schema import Section
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
-from kepitfalls.schema import Section
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 
 OT = "OT"
@@ -73,19 +74,13 @@ PROTOCOL = (
 
 
 @dataclass(frozen=True)
-class LocalityProbe:
-    prompt: str
-    continuation: str  # teacher-forcing text only; LocAgree never compares against it
-
-
-@dataclass(frozen=True)
 class LocalityRecord:
     """An OA or DN edit with its probes, or (column "OT", no request) the PIQA subsample every edit is scored on."""
 
     column: str  # "OA", "DN" or "OT"
     case_id: int
     request: EditRequest | None
-    probes: tuple[LocalityProbe, ...] = ()
+    probes: tuple[Probe, ...] = ()  # answers are teacher-forcing text only; LocAgree never compares against them
     piqa: tuple[PiqaRecord, ...] = ()
     constructed: bool = True
 
@@ -105,12 +100,12 @@ def _editable(request: EditRequest) -> bool:
 def _pool(raw_root: Path, files: dict[str, str], column: str) -> list[LocalityRecord]:
     if column == "OA":
         built = [
-            LocalityRecord("OA", r.case_id, r.request, tuple(LocalityProbe(p.prompt, p.answer) for p in r.probes))
+            LocalityRecord("OA", r.case_id, r.request, r.probes)
             for r in other_attribution(load_knowedit_zsre(raw_root / files["OA"]))
         ]
     else:
         built = [
-            LocalityRecord("DN", r.case_id, r.request, tuple(LocalityProbe(p, r.continuation) for p in r.prompts))
+            LocalityRecord("DN", r.case_id, r.request, tuple(Probe(p, r.continuation) for p in r.prompts))
             for r in distract_neighbor(load_counterfact(raw_root / files["DN"]))
         ]
     return [r for r in built if _editable(r.request)]
@@ -159,7 +154,7 @@ def _argmax_ids(lm: LoadedModel, record: LocalityRecord) -> list[list[int]]:
     Always one call per record, before and after the edit alike: the same batch composition gives
     bit-identical logits for an unchanged model, so floating-point noise never flips a near-tied argmax.
     """
-    return [r.argmax_ids for r in _forced(lm, [(p.prompt, p.continuation) for p in record.probes])]
+    return [r.argmax_ids for r in _forced(lm, [(p.prompt, p.answer) for p in record.probes])]
 
 
 def _piqa_logliks(lm: LoadedModel, piqa: Sequence[PiqaRecord]) -> list[tuple[float, float]]:

@@ -26,14 +26,15 @@ from typing import Sequence
 from pydantic import PositiveInt
 
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
-from kepitfalls.data.records import EditRequest
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, mquake_records, multi_hop, question_records
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
-from kepitfalls.scoring.primitives import greedy_generate, prompt_ids
+from kepitfalls.requests import EditRequest
+from kepitfalls.scoring.primitives import greedy_generate
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
+from kepitfalls.tokens import prompt_ids
 
 
 class Config(SuiteConfig):

@@ -28,10 +28,11 @@ from kepitfalls.metrics.portability import (
 )
 from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.diagnostics import prompt_diagnostics
-from kepitfalls.scoring.primitives import greedy_generate, target_ids, teacher_forced
 from kepitfalls.schema import Section
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
+from kepitfalls.scoring.primitives import greedy_generate, teacher_forced
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
+from kepitfalls.tokens import target_ids
 
 #: The portability kind (file) behind each survey column.
 KINDS = {"SR": "subject_replace", "RR": "inverse_relation", "OH": "one_hop"}

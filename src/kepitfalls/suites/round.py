@@ -13,28 +13,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
-from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.records import Evaluation
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import teacher_forced
-from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
+from kepitfalls.requests import EditRequest, fill
+from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, paraphrase_scores, select_records
 
 
 class Config(PitfallsConfig):
     """`suites.round`: which of the RoundEdit kinds to draw `subset_size` records from."""
 
     kinds: Annotated[list[Literal[ROUND_KINDS]], Field(min_length=1)]
-
-#: Sequences per forward pass inside one model state's teacher-forced call (bounds the logits' memory).
-SCORE_BATCH = 64
 
 PROTOCOL = (
     "RoundEdit (Li et al. 2024), following zjunlp/PitfallsKnowledgeEditing evaluate_roundedit.py and "
@@ -71,7 +66,7 @@ def others(record: RoundEditRecord) -> list[str]:
 def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[RoundItem]:
     """A seeded subset of `subset_size` records from each kind's file, with their relation's paraphrases; with
     `known_only`, of the records whose original fact (s, r, o) the model knows."""
-    prompts, pools = load_pitfalls(raw_root, config, "round")
+    prompts, pools = load_pitfalls(raw_root / config.benchmark, config.model_folder, config.kinds, "round")
     chosen = [(kind, r) for kind, pool in pools for r in select_records(lm, pool, config, lambda r: requests(r)[:1])]
     items: list[RoundItem] = []
     for kind, record in chosen:
@@ -105,15 +100,10 @@ def edit_cases(items: list[RoundItem]) -> list[EditCase]:
 
 def scores(lm: LoadedModel, pairs: list[tuple[RoundItem, str]]) -> list[float]:
     """S of every (item, object label) on the current model, in one teacher-forced call."""
-    prompts, targets, spans = [], [], []
-    for item, target in pairs:
-        edit = item.record.edit
-        filled = [fill(t, edit.subject.label) for t in (edit.relation.prompt, *item.paraphrases)]
-        spans.append((len(prompts), len(prompts) + len(filled)))
-        prompts.extend(filled)
-        targets.extend([target] * len(filled))
-    results = teacher_forced(lm.model, lm.tokenizer, prompts, targets, batch_size=SCORE_BATCH)
-    return [mean(r.mean_prob for r in results[start:end]) for start, end in spans]
+    return paraphrase_scores(lm, [
+        ([fill(t, item.record.edit.subject.label) for t in (item.record.edit.relation.prompt, *item.paraphrases)], target)
+        for item, target in pairs
+    ])
 
 
 def _theta2_labels(item: RoundItem) -> list[str]:

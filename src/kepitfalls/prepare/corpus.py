@@ -1,4 +1,4 @@
-"""Uncentred second moments C = E[k kᵀ] of the MLP output-projection inputs (ROME's and MEMIT's C).
+"""The text the second-moment statistics are computed over (the `corpus` stage), as token ids.
 
 ROME and MEMIT estimate C over 100,000 Wikipedia samples (`rome/layer_stats.py`). The default corpus here
 is real Wikipedia text available offline: the WikiText-2 validation split (Good and Featured articles),
@@ -7,22 +7,18 @@ tokenizer adds none either). Two options: `wikipedia` streams Wikipedia itself (
 `self-sampled` draws text from the model with a fixed seed (the earlier offline stand-in: about eleven
 tokens per key dimension of SmolLM2 at its default size, so C⁻¹ over-weights rare directions). The corpus
 identity (name, source file hash, size) is part of the statistics' metadata and so of every delta key
-that reads them. The statistics record their token count and C's smallest eigenvalue and condition number.
+that reads them.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
+from kepitfalls.data.checksum import hash_file
 from kepitfalls.data.wikitext import VALIDATION, load_articles
-from kepitfalls.methods.layers import Batch, capture_many
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.tensorfile import load_tensors, save_tensors
 
 WIKITEXT2 = "wikitext2"
 SELF_SAMPLED = "self-sampled"
@@ -55,8 +51,7 @@ def wikitext_corpus(tokenizer, raw_dir: Path, tokens: int, length: int, seed: in
             f"{path} has {len(chunks)} ({len(chunks) * length} tokens)"
         )
     order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(seed))[:needed]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return torch.tensor([chunks[i] for i in order.tolist()], dtype=torch.long), f"{WIKITEXT2}/{VALIDATION}@sha256:{digest}"
+    return torch.tensor([chunks[i] for i in order.tolist()], dtype=torch.long), f"{WIKITEXT2}/{VALIDATION}@sha256:{hash_file(path).sha256}"
 
 
 @torch.no_grad()
@@ -94,59 +89,3 @@ def wikipedia_corpus(tokenizer, samples: int, length: int, seed: int) -> torch.T
         if len(rows) == samples:
             break
     return torch.tensor(rows, dtype=torch.long)
-
-
-@torch.no_grad()
-def second_moments(lm: LoadedModel, module_names: Sequence[str], corpus: torch.Tensor, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
-    """({module: Σ k kᵀ / n}, n) over every token of the corpus.
-
-    Every module's inputs come from one forward pass per batch, stopped after the deepest of them; the
-    products are accumulated in float64 (a float32 product moved a half-precision MEMIT edit by 10% on a
-    tiny model: C⁻¹ amplifies its rounding).
-    """
-    totals: dict[str, torch.Tensor] = {}
-    count = 0
-    for begin in range(0, corpus.shape[0], batch_size):
-        ids = corpus[begin : begin + batch_size].to(lm.model.device)
-        captured = capture_many(lm, module_names, Batch(ids, torch.ones_like(ids)))
-        for name, (keys, _) in captured.items():
-            flat = keys.reshape(-1, keys.shape[-1]).double()
-            product = flat.T @ flat
-            totals[name] = product if name not in totals else totals[name] + product
-        count += ids.numel()
-    if not count:
-        raise ValueError("the statistics corpus is empty")
-    return {name: totals[name] / count for name in module_names}, count
-
-
-def spectrum(mom2: torch.Tensor) -> dict[str, float]:
-    """C's smallest and largest eigenvalue and condition number (float64): how well C⁻¹ is determined."""
-    eigenvalues = torch.linalg.eigvalsh(mom2.double())
-    smallest, largest = float(eigenvalues[0]), float(eigenvalues[-1])
-    return {"min_eigenvalue": smallest, "max_eigenvalue": largest,
-            "condition_number": largest / smallest if smallest > 0 else float("inf")}
-
-
-def stats_file(stats_dir: Path, layer: int) -> Path:
-    """Where the `stats` stage writes one layer's second moment."""
-    return stats_dir / f"layer-{layer}.safetensors"
-
-
-def save_stats(path: Path, mom2: torch.Tensor, count: int, key: dict[str, object]) -> None:
-    """Write statistics with their key, token count and spectrum as metadata (byte-identical for identical
-    inputs: `tensorfile`)."""
-    save_tensors(path, {"mom2": mom2}, {**key, "tokens": count, **spectrum(mom2)})
-
-
-def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
-    """C as the stats stage stored it, or C⁻¹ (inverted in float64), for ROME and MEMIT alike.
-
-    Cached per process and file version, so each layer is read and inverted once however many edits use it.
-    """
-    return _cached_second_moment(str(path), path.stat().st_mtime_ns, inverse)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_second_moment(path: str, _mtime_ns: int, inverse: bool) -> torch.Tensor:
-    mom2 = load_tensors(path)[0]["mom2"]
-    return torch.linalg.inv(mom2.double()).float() if inverse else mom2

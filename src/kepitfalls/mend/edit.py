@@ -22,10 +22,10 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from kepitfalls.methods.layers import Batch, normed_hidden, residual_entering
+from kepitfalls.hidden.partial import normed_hidden, residual_entering
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import prompt_ids, target_ids
+from kepitfalls.tokens import Batch, prompt_ids, target_ids
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from kepitfalls.data.zsre import ZsreRecord
-from kepitfalls.methods.mend_edit import Scored, Top, gradient_factors, log_probs, pending, target_nll
-from kepitfalls.methods.mend_net import MendEditor
+from kepitfalls.mend.edit import Scored, Top, gradient_factors, log_probs, pending, target_nll
+from kepitfalls.mend.net import MendEditor
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
 

@@ -22,15 +22,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from kepitfalls.data.records import EditRequest
-from kepitfalls.methods.layers import Batch, SuffixStack, add_to_output, capture, normed_hidden, subject_last_index
+from kepitfalls.hidden.hooks import add_to_output, capture
+from kepitfalls.hidden.partial import normed_hidden
+from kepitfalls.hidden.suffix import SuffixStack
 from kepitfalls.models.adapters import get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.primitives import target_ids
+from kepitfalls.requests import EditRequest
+from kepitfalls.tokens import Batch, subject_last_index, target_ids
+
+if TYPE_CHECKING:  # the schema lives with the methods; this module is below them
+    from kepitfalls.methods.base import ValueHparams
 
 EARLY_STOP_LOSS = 5e-2
 KL_PROMPT = "{} is a"
@@ -93,7 +98,7 @@ def _compute_model(lm: LoadedModel, compute_dtype: str) -> LoadedModel:
 
 
 def optimise_output(
-    lm: LoadedModel, module: str, layer: int, request: EditRequest, hparams: dict[str, Any], templates: list[str]
+    lm: LoadedModel, module: str, layer: int, request: EditRequest, hparams: ValueHparams, templates: list[str]
 ) -> torch.Tensor:
     """The output of `module` (in block `layer`) at the subject's last token that makes the model say the
     new target: ROME's v* (module = the block's MLP) or MEMIT's z* (module = the block itself)."""

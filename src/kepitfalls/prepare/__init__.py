@@ -1,0 +1,1 @@
+"""What the pipeline prepares before any edit: context templates, the statistics corpus, second moments."""
