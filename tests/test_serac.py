@@ -67,11 +67,12 @@ def test_sequential_edits_accumulate_in_the_memory(tiny_lm: LoadedModel, tmp_pat
     method = _serac(tmp_path, encoder_dir)
     second = EditRequest("{} speaks the language", "Danielle Darrieux", "English", "French")
     first_delta = method.edit(tiny_lm, [EDIT])
-    first_delta.apply(tiny_lm.model)
-    try:
-        second_delta = method.edit(tiny_lm, [second])  # computed on the edited model, as a sequential suite does
-    finally:
-        first_delta.revert(tiny_lm.model)
+    with installed(tiny_lm.model, method.router()):
+        first_delta.apply(tiny_lm.model)
+        try:
+            second_delta = method.edit(tiny_lm, [second])  # computed on the edited model, as a sequential suite does
+        finally:
+            first_delta.revert(tiny_lm.model)
     router = method.router()
     rewritten = router.rewrite([first_delta, second_delta], [PROMPTS[0], "Danielle Darrieux speaks the language"])
     assert rewritten == [

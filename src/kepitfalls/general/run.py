@@ -3,6 +3,12 @@
 A run holds raw outputs only (generations, per-sentence perplexities, per-window NLLs), never scores, so a
 scorer change re-scores without re-generating. Its bytes depend only on the model, the deltas and the
 configuration; timings go to stderr and the caller's run file.
+
+A memory method's line is measured with its router installed (`scoring.router.installed`, as `evaluate@`
+does): the task prompts are routed before generation, its memory grows along the chain, and each
+checkpoint's diagnostics say how many of each task's prompts the memory took (`routed`). The perplexities
+read token windows and sentences with no prompt to route, so they are the weights' alone: unchanged for a
+memory method.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from kepitfalls.general.names import TASKS
 from kepitfalls.general.tasks import Example, examples
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
+from kepitfalls.scoring.router import Router, installed
 from kepitfalls.suites.common import applied
 
 
@@ -76,9 +83,17 @@ def unedited_run(lm: LoadedModel, probes: Probes, config: General) -> tuple[dict
     return {"model": lm.identity, "checkpoints": {"0": point}, "me_ppl": {"0": me_ppl(lm, probes, config)}}, timings
 
 
-def chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta]) -> tuple[dict[str, Any], dict[str, Any]]:
+def chain_run(
+    lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], router: Router | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sequential: the chain's deltas applied one after another, ME-PPL after each, the tasks at each edited
-    checkpoint. Batch: each checkpoint's one delta applied alone. The model is restored on return."""
+    checkpoint. Batch: each checkpoint's one delta applied alone. `router` (the method's, None for a method
+    that has none) is installed meanwhile. The model is restored on return."""
+    with installed(lm.model, router):
+        return _chain_run(lm, probes, config, mode, deltas)
+
+
+def _chain_run(lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta]) -> tuple[dict[str, Any], dict[str, Any]]:
     timings: dict[str, Any] = {}
     points: dict[str, Any] = {}
     perplexities: dict[str, list[float]] = {}
