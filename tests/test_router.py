@@ -10,6 +10,8 @@ import torch
 from fixtures_models import single_thread, tiny_lm  # noqa: F401
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, MemoryDelta
 from kepitfalls.general.generation import greedy
+from kepitfalls.metrics.records import diagnostic_metrics
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring import primitives as P
 from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, PrefixCachedModel, Router, installed, route, routing_metrics
@@ -206,3 +208,21 @@ def test_greedy_generation_from_the_cached_prefix_gives_the_uncached_generations
     assert routed_primitive == expected_primitive
     assert [g.new for g in routed_tasks] == [g.new for g in expected_tasks]
     assert [g.full for g in routed_tasks] == [g.full.replace(fact, "", 1) for g in expected_tasks]  # the task prompt shown
+
+
+def test_the_installed_router_counts_the_routed_prompts_of_each_prompt_set(tiny_lm: LoadedModel) -> None:
+    """What every suite's per-set diagnostics (and each Figure-4 checkpoint's per-task ones) get: `routed_<set>`,
+    100 for a prompt the memory takes, 0 for one it leaves alone; nothing without a memory or a router."""
+    sets = {"rewrite": [PROMPTS[0]], "paraphrase": ["The Eiffel Tower stands in", PROMPTS[1]], "neighborhood": [PROMPTS[1], "Paris is in"]}
+    assert prompt_diagnostics(tiny_lm, sets) == {}
+    delta = _delta("New Fact: The Eiffel Tower is in Rome.\n")
+    with installed(tiny_lm.model, PrefixRouter()) as router:
+        assert prompt_diagnostics(tiny_lm, sets) == {}  # empty memory: the unedited model's numbers, no rows
+        delta.apply(tiny_lm.model)
+        try:
+            found = [prompt_diagnostics(tiny_lm, sets), prompt_diagnostics(tiny_lm, {"rewrite": [PROMPTS[1]], "paraphrase": [PROMPTS[0]]})]
+        finally:
+            delta.revert(tiny_lm.model)
+    assert found[0] == {"routed_rewrite": [100.0], "routed_paraphrase": [100.0, 0.0], "routed_neighborhood": [0.0, 0.0]}
+    assert diagnostic_metrics(found) == {"routed_rewrite": 50.0, "routed_paraphrase": 75.0, "routed_neighborhood": 0.0}
+    assert routing_metrics(router) == {}  # the diagnostics are not scoring: the per-primitive counts stay untouched
