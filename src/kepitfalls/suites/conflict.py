@@ -23,8 +23,9 @@ from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditR
 from kepitfalls.data.records import EditRequest, fill
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
-from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import teacher_forced
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, select_records
 
@@ -159,6 +160,11 @@ def scores(lm: LoadedModel, pairs: list[tuple[ConflictItem, Fact]]) -> list[floa
     return [mean(r.mean_prob for r in results[start:end]) for start, end in spans]
 
 
+def _diagnostics(lm: LoadedModel, item: ConflictItem, state: str, facts: dict[str, Fact]) -> dict[str, list[float]]:
+    """The installed components' diagnostics on each named fact's prompts in one model state (θ2, θ1, e2only)."""
+    return prompt_diagnostics(lm, {f"{state}_{name}": _prompts(item, fact) for name, fact in facts.items()})
+
+
 def _theta2_facts(item: ConflictItem) -> list[Fact]:
     """What θ2 is scored on: e1's fact, e2's, the implied one (reverse, composite), the tied one (composite)."""
     facts = [e1_fact(item), e2_fact(item)]
@@ -184,22 +190,28 @@ def items(records: list[ConflictItem]) -> list[ConflictItem]:
     return records
 
 
-def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre: PreScores) -> ConflictScores:
-    """One record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between."""
+def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre: PreScores) -> tuple[ConflictScores, dict[str, list[float]]]:
+    """One record on θ2, θ1 and (composite, coverage) θ_e2only, reverting in between: its scores and its
+    installed components' diagnostics (per state and fact: theta2_e1, theta2_e2, theta2_implied, ...)."""
     prefix = item.case_prefix
     with applied(lm, deltas, [f"{prefix}/e1", f"{prefix}/e2"]):
-        theta2 = scores(lm, [(item, f) for f in _theta2_facts(item)])
+        facts = _theta2_facts(item)
+        theta2 = scores(lm, [(item, f) for f in facts])
+        diagnostics = _diagnostics(lm, item, "theta2", dict(zip(("e1", "e2", "implied", "tied"), facts)))
     with applied(lm, deltas, [f"{prefix}/e1"]):
         (e1_theta1,) = scores(lm, [(item, e1_fact(item))])
+        diagnostics |= _diagnostics(lm, item, "theta1", {"e1": e1_fact(item)})
     extra: dict[str, float | None] = {}
     if item.kind == "composite":
         with applied(lm, deltas, [f"{prefix}/e2only"]):
             (extra["tied_e2only"],) = scores(lm, [(item, tied_fact(item))])
+            diagnostics |= _diagnostics(lm, item, "e2only", {"tied": tied_fact(item)})
         extra["tied_theta0"] = pre.values["tied_theta0"][prefix]
         extra["tied_theta2"] = theta2[3]
     if item.kind == "coverage":
         with applied(lm, deltas, [f"{prefix}/e2only"]):
             extra["e1_e2only"], extra["e2_e2only"] = scores(lm, [(item, e1_fact(item)), (item, e2_fact(item))])
+            diagnostics |= _diagnostics(lm, item, "e2only", {"e1": e1_fact(item), "e2": e2_fact(item)})
     return ConflictScores(
         kind=item.kind,
         e1_theta1=e1_theta1,
@@ -207,12 +219,19 @@ def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre:
         e2_theta2=theta2[1],
         implied_theta2=theta2[2] if item.kind != "coverage" else None,
         **extra,
+    ), diagnostics
+
+
+def summarise(
+    lm: LoadedModel, records: list[ConflictItem], scored: list[tuple[ConflictScores, dict[str, list[float]]]], pre: PreScores
+) -> Evaluation:
+    """The suite's metrics over the records' scores and the diagnostics, with the per-record rows."""
+    cases, diagnostics = [c for c, _ in scored], [d for _, d in scored]
+    ids = [item.case_prefix for item in records]
+    return Evaluation(
+        {**conflict_metrics(cases), **diagnostic_metrics(diagnostics)},
+        [*conflict_records(cases, ids), *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
     )
-
-
-def summarise(lm: LoadedModel, records: list[ConflictItem], cases: list[ConflictScores], pre: PreScores) -> Evaluation:
-    """The suite's metrics over the records' scores, with the per-record rows."""
-    return Evaluation(conflict_metrics(cases), conflict_records(cases, [item.case_prefix for item in records]))
 
 
 def evaluate(lm: LoadedModel, records: list[ConflictItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
