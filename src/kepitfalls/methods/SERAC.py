@@ -118,9 +118,9 @@ def finetune_encoder(
     scale: float, steps: int, lr: float, batch: int, rng: random.Random,
 ) -> list[float]:
     """Train the encoder's weights in place to minimise `balanced_bce` at a fixed scale, each step on `batch`
-    positive and `batch` negative pairs drawn by `rng`; the loss of every step. Dropout stays off."""
-    model = encoder.model
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    positive and `batch` negative pairs drawn by `rng`; the loss of every step. The encoder stays in eval
+    mode, so dropout is off."""
+    optimiser = torch.optim.Adam(encoder.model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
         pos = [positives[i] for i in rng.sample(range(len(positives)), min(batch, len(positives)))]
@@ -133,7 +133,6 @@ def finetune_encoder(
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))
-    model.eval()
     return losses
 
 
