@@ -34,9 +34,9 @@ if __name__ == "__main__":
     else:
         mode = sys.argv[2]
         cases = cases_for(mode, chain_requests(layout.raw_root(), config), config)
-        expected = delta_keys(lm, name, build_method(params, name), cases)
-        deltas = load_deltas(layout.deltas_dir(name, CHAIN[mode]), expected)
-        run, timings = chain_run(lm, probes, config, mode, deltas, workers=worker_count(params, lm),
+        method = build_method(params, name)
+        deltas = load_deltas(layout.deltas_dir(name, CHAIN[mode]), delta_keys(lm, name, method, cases))
+        run, timings = chain_run(lm, probes, config, mode, deltas, method.router(), workers=worker_count(params, lm),
                                  loader=partial(worker_model, params), engine=engine_name(params))
         target, label = layout.general_run_file(name, mode), f"{name}-{mode}"
     write_json(target, {"name": label, **run})

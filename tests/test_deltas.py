@@ -17,7 +17,7 @@ from fixtures_models import (  # noqa: F401
 )
 import kepitfalls.tensorfile as tensorfile
 from kepitfalls.deltas import ComposedDelta, DeltaStore, DenseDelta, LowRankDelta, MemoryDelta, delta_key
-from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
+from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, ROUTER_ATTRIBUTE, NoRouterError
 from kepitfalls.models.adapters import get_module, linear_weight
 from kepitfalls.models.loading import LoadedModel
 
@@ -56,6 +56,12 @@ def dense_columns(seed: int = 3, scale: float = 1.0) -> DenseDelta:
 
 def memory(method: str = "IKE", tag: str = "a") -> MemoryDelta:
     return MemoryDelta(method, [{"prompt": f"fact {tag}", "target": "Paris", "n": 1}], {"keys": torch.arange(6.0).view(2, 3)})
+
+
+def reading_memory(lm: LoadedModel) -> LoadedModel:
+    """The model with a stand-in router (`MemoryDelta.apply` refuses a model that has none to read its memory)."""
+    setattr(lm.model, ROUTER_ATTRIBUTE, object())
+    return lm
 
 
 # ---------------------------------------------------------------------------------------------- apply
@@ -125,6 +131,7 @@ def test_dense_unknown_parameter_raises_and_changes_nothing(tiny_gptj_lm: Loaded
 
 
 def test_memory_delta_touches_no_weights(tiny_gptj_lm: LoadedModel) -> None:
+    reading_memory(tiny_gptj_lm)
     model = tiny_gptj_lm.model
     before = snapshot(model)
     first, second = memory(tag="a"), memory(tag="b")
@@ -142,6 +149,7 @@ def test_memory_delta_touches_no_weights(tiny_gptj_lm: LoadedModel) -> None:
 
 
 def test_composed_delta_applies_parts_in_order(tiny_gptj_lm: LoadedModel) -> None:
+    reading_memory(tiny_gptj_lm)
     model = tiny_gptj_lm.model
     before = snapshot(model)
     parts = [low_rank(), dense_columns(), memory()]
@@ -161,6 +169,7 @@ def test_composed_delta_applies_parts_in_order(tiny_gptj_lm: LoadedModel) -> Non
 
 @pytest.mark.parametrize("make", [low_rank, dense_whole, dense_columns, memory, lambda: ComposedDelta([low_rank(), memory()])])
 def test_double_apply_raises_and_revert_needs_apply(tiny_gptj_lm: LoadedModel, make) -> None:
+    reading_memory(tiny_gptj_lm)
     model = tiny_gptj_lm.model
     delta = make()
     with pytest.raises(RuntimeError):
@@ -181,6 +190,7 @@ def test_double_apply_raises_and_revert_needs_apply(tiny_gptj_lm: LoadedModel, m
 @pytest.mark.parametrize("make_first", [low_rank, dense_columns, memory, lambda: ComposedDelta([low_rank(), dense_columns()])])
 def test_out_of_order_revert_is_an_error_and_changes_nothing(tiny_gptj_lm: LoadedModel, make_first) -> None:
     """Reverting an earlier delta under a later one would restore values the later one overwrote."""
+    reading_memory(tiny_gptj_lm)
     model = tiny_gptj_lm.model
     before = snapshot(model)
     first, second = make_first(), dense_columns()
@@ -226,6 +236,7 @@ def test_revert_is_bit_exact_where_subtraction_is_not(tiny_gptj_lm: LoadedModel,
 
 
 def test_sequence_of_deltas_reverted_in_reverse_order(tiny_gptj_lm: LoadedModel) -> None:
+    reading_memory(tiny_gptj_lm)
     """Overlapping deltas (the same weight touched three times) applied in turn, reverted last-first."""
     model = tiny_gptj_lm.model
     original = snapshot(model)
@@ -384,7 +395,7 @@ def test_store_round_trip_applies_identically(tmp_path: Path, kind: str) -> None
     assert type(loaded) is type(original) and not loaded.applied
     assert loaded.nbytes() == original.nbytes()
 
-    lm_a, lm_b = build_tiny("tiny-gptj"), build_tiny("tiny-gptj")
+    lm_a, lm_b = reading_memory(build_tiny("tiny-gptj")), reading_memory(build_tiny("tiny-gptj"))
     original_weights = snapshot(lm_a.model)
     original.apply(lm_a.model)
     loaded.apply(lm_b.model)
@@ -461,6 +472,15 @@ def test_store_ignores_temporary_left_by_a_killed_writer(tmp_path: Path) -> None
     stray.write_bytes(b"partial")
     assert store.keys() == {key}
     assert store.prune(set()) == 1
+
+
+def test_a_memory_delta_applied_with_no_router_is_an_error_naming_method_and_stage(tiny_gptj_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DVC_STAGE", "general@IKE-sequential")
+    for delta in (memory("SERAC"), ComposedDelta([low_rank(), memory("SERAC")])):
+        with pytest.raises(NoRouterError, match=r"SERAC.*general@IKE-sequential"):
+            delta.apply(tiny_gptj_lm.model)
+        assert not hasattr(tiny_gptj_lm.model, MEMORY_ATTRIBUTE) or getattr(tiny_gptj_lm.model, MEMORY_ATTRIBUTE) == []
+        assert not delta.applied
 
 
 def test_composed_apply_failure_leaves_model_unchanged(tiny_gptj_lm: LoadedModel) -> None:

@@ -10,7 +10,16 @@ import pytest
 import torch
 import yaml
 
+from fixtures_encoder import encoder_dir  # noqa: F401
 from fixtures_models import single_thread, snapshot, tiny_gptj_lm  # noqa: F401
+from kepitfalls.atomic import write_json
+from kepitfalls.deltas.codecs import NoRouterError
+from kepitfalls.encoder import SentenceEncoder
+from kepitfalls.general.generation import greedy
+from kepitfalls.methods.SERAC import CLASSIFIER_FILE, SERAC, SERACHparams
+from kepitfalls.methods.base import Artifacts
+from kepitfalls.scoring.router import installed
+from kepitfalls.requests import EditRequest
 from kepitfalls.deltas import DeltaStore
 from kepitfalls.editing import INDEX, load_deltas, store_deltas
 from kepitfalls.general.chain import batch_cases, checkpoint_cases, sequential_cases
@@ -113,7 +122,7 @@ def test_a_sequential_run_measures_perplexity_after_every_edit_and_the_tasks_at_
     chain_deltas(tiny_gptj_lm, REQUESTS[:3], tmp_path)
     original = snapshot(tiny_gptj_lm.model)
     probes = tiny_probes(tiny_gptj_lm)
-    run, _ = chain_run(tiny_gptj_lm, probes, config(edits=3, checkpoints=[0, 1, 3]), "sequential", load_deltas(tmp_path))
+    run, _ = chain_run(tiny_gptj_lm, probes, config(edits=3, checkpoints=[0, 1, 3]), "sequential", load_deltas(tmp_path), None)
     assert all(torch.equal(t, original[k]) for k, t in snapshot(tiny_gptj_lm.model).items())
     assert sorted(run["me_ppl"]) == ["1", "2", "3"] and sorted(run["checkpoints"]) == ["1", "3"]
     assert set(run["checkpoints"]["3"]["tasks"]) == set(TASKS)
@@ -127,8 +136,8 @@ def test_the_points_of_a_chain_fan_out_over_workers_with_the_same_bytes(tiny_gpt
     """Each worker applies the chain's first n deltas itself: the run is the one a single process writes."""
     chain_deltas(tiny_gptj_lm, REQUESTS[:3], tmp_path)
     probes, settings = tiny_probes(tiny_gptj_lm), config(edits=3, checkpoints=[0, 1, 3])
-    one, _ = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path))
-    two, timings = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path), workers=2, loader=tiny_worker)
+    one, _ = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path), None)
+    two, timings = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path), None, workers=2, loader=tiny_worker)
     assert json.dumps(one, sort_keys=False) == json.dumps(two, sort_keys=False)
     assert len(timings["me_ppl_seconds"]) == 3 and len(timings["checkpoint_seconds"]) == 2
 
@@ -157,3 +166,38 @@ def test_checkpoints_record_what_installed_components_report_on_each_tasks_promp
     finally:
         uninstall(tiny_gptj_lm.model, "memory")
     assert with_memory["checkpoints"]["0"]["diagnostics"] == {name: {"codebook_hit": [1.0]} for name in TASKS}
+
+
+def serac(tmp_path: Path, encoder_dir: Path) -> SERAC:  # noqa: F811
+    write_json(tmp_path / CLASSIFIER_FILE, {"encoder": "all-minilm-l6-v2", "scale": 1.455})
+    hparams = SERACHparams(encoder="all-minilm-l6-v2", train_file="unused.json", holdout=1, steps=1, lr=0.1,
+                           classifier="frozen_scale", finetune_steps=1, finetune_lr=1e-5, finetune_batch=1, counterfactual="freeze_cntr", seed=0)
+    serac = SERAC(hparams, Artifacts(method_dir=tmp_path))
+    serac.__dict__["_encoder"] = SentenceEncoder(encoder_dir)  # the fixture's files, not the workspace's
+    return serac
+
+
+def test_a_memory_method_line_routes_the_task_prompts_and_counts_them(tiny_gptj_lm: LoadedModel, tmp_path: Path, encoder_dir: Path) -> None:  # noqa: F811
+    """The chain of a memory method grows its memory; with its router installed the tasks see the edit
+    (their prompt is the first edit's, so in scope) and the diagnostics count the routed prompts; without
+    it the run is refused instead of showing the unedited model."""
+    memory_method = serac(tmp_path / "classifier", encoder_dir)
+    store_deltas(tiny_gptj_lm, "SERAC", memory_method, sequential_cases(REQUESTS[:3]), tmp_path / "chain", {"suite": "chain"})
+    probes = tiny_probes(tiny_gptj_lm)
+    settings = config(edits=3, checkpoints=[0, 1, 3])
+    with pytest.raises(NoRouterError, match="SERAC"):
+        chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path / "chain"), None)
+    router = memory_method.router()
+    run, _ = chain_run(tiny_gptj_lm, probes, settings, "sequential", load_deltas(tmp_path / "chain"), router)
+    unedited, _ = unedited_run(tiny_gptj_lm, probes, settings)
+    assert unedited["checkpoints"]["0"]["diagnostics"] == {}
+    for n in ("1", "3"):
+        assert run["checkpoints"][n]["diagnostics"] == {name: {"routed": [100.0]} for name in TASKS}
+    deltas = load_deltas(tmp_path / "chain")
+    memory = [deltas[case] for case in checkpoint_cases("sequential", 3)]
+    (prompt,) = [e.prompt for e in probes.tasks["nq"]]
+    (routed,) = router.rewrite(memory, [prompt])
+    expected = greedy(tiny_gptj_lm, [routed], settings.tasks.nq.max_new_tokens, 1)[0].new
+    assert run["checkpoints"]["3"]["tasks"]["nq"][0]["new"] == expected
+    assert run["checkpoints"]["3"]["tasks"]["nq"][0]["full"].startswith(prompt)  # the task prompt, not the routed text
+    assert run["me_ppl"]["3"] == unedited["me_ppl"]["0"]  # perplexity reads the weights only

@@ -9,6 +9,9 @@ import torch
 
 from fixtures_models import single_thread, tiny_lm  # noqa: F401
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, MemoryDelta
+from kepitfalls.general.generation import greedy
+from kepitfalls.metrics.records import diagnostic_metrics
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring import primitives as P
 from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, PrefixCachedModel, Router, installed, route, routing_metrics
@@ -82,12 +85,18 @@ def test_revert_leaves_no_router_and_bit_identical_scores(tiny_lm: LoadedModel) 
     assert after[0] == before[0] and torch.equal(after[1], before[1]) and after[2] == before[2]
 
 
-def test_a_memory_without_router_is_an_error(tiny_lm: LoadedModel) -> None:
+def test_a_memory_without_router_is_an_error_naming_method_and_stage(tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DVC_STAGE", "evaluate@TEST-counterfact")
     delta = _delta("x")
-    delta.apply(tiny_lm.model)
-    try:
-        with pytest.raises(NoRouterError, match="TEST"):
-            P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, TARGETS)
+    with pytest.raises(NoRouterError, match="TEST.*evaluate@TEST-counterfact"):
+        delta.apply(tiny_lm.model)  # applying: refused
+    with installed(tiny_lm.model, PrefixRouter()):
+        delta.apply(tiny_lm.model)
+    try:  # the router gone while the memory stays: scoring refuses
+        for score in (lambda: P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, TARGETS),
+                      lambda: P.greedy_generate(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, max_new_tokens=2)):
+            with pytest.raises(NoRouterError, match="TEST.*evaluate@TEST-counterfact"):
+                score()
     finally:
         delta.revert(tiny_lm.model)
 
@@ -170,3 +179,50 @@ def test_score_prompts_is_routed_once_and_matches_the_rewritten_prompts(tiny_lm:
         for g, w in zip(got.forced, want.forced):
             assert g.argmax_ids == w.argmax_ids and g.token_logprobs == pytest.approx(w.token_logprobs, abs=1e-4)
         assert torch.allclose(got.next_token, want.next_token, atol=1e-4)
+
+
+def test_greedy_generation_from_the_cached_prefix_gives_the_uncached_generations(tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left-padded batches of routed prompts of different lengths continue from the prefix's keys and values
+    (the cached path runs: `generate` gets a cache) and generate what the whole texts generate."""
+    fact = "Demonstration one. Demonstration two.\n\nNew Fact:"
+    prompts = [" The Eiffel Tower is located in", " Danielle Darrieux's mother tongue, a much longer prompt, is", " Paris"]
+    expected_primitive = P.greedy_generate(tiny_lm.model, tiny_lm.tokenizer, [fact + p for p in prompts], max_new_tokens=6)
+    expected_tasks = greedy(tiny_lm, [fact + p for p in prompts], 6, batch_size=3)
+    caches = []
+    plain_generate = type(tiny_lm.model).generate
+
+    def spy(model: Any, *args: Any, **kwargs: Any) -> Any:
+        caches.append(kwargs.get("past_key_values"))
+        return plain_generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_lm.model), "generate", spy)
+    delta = _delta(fact)
+    with installed(tiny_lm.model, SharedPrefixRouter()):
+        delta.apply(tiny_lm.model)
+        try:
+            routed_primitive = P.greedy_generate(tiny_lm.model, tiny_lm.tokenizer, prompts, max_new_tokens=6)
+            routed_tasks = greedy(tiny_lm, prompts, 6, batch_size=3)
+        finally:
+            delta.revert(tiny_lm.model)
+    assert len(caches) == 2 and all(cache is not None for cache in caches)  # both ran from the cached prefix
+    assert routed_primitive == expected_primitive
+    assert [g.new for g in routed_tasks] == [g.new for g in expected_tasks]
+    assert [g.full for g in routed_tasks] == [g.full.replace(fact, "", 1) for g in expected_tasks]  # the task prompt shown
+
+
+def test_the_installed_router_counts_the_routed_prompts_of_each_prompt_set(tiny_lm: LoadedModel) -> None:
+    """What every suite's per-set diagnostics (and each Figure-4 checkpoint's per-task ones) get: `routed_<set>`,
+    100 for a prompt the memory takes, 0 for one it leaves alone; nothing without a memory or a router."""
+    sets = {"rewrite": [PROMPTS[0]], "paraphrase": ["The Eiffel Tower stands in", PROMPTS[1]], "neighborhood": [PROMPTS[1], "Paris is in"]}
+    assert prompt_diagnostics(tiny_lm, sets) == {}
+    delta = _delta("New Fact: The Eiffel Tower is in Rome.\n")
+    with installed(tiny_lm.model, PrefixRouter()) as router:
+        assert prompt_diagnostics(tiny_lm, sets) == {}  # empty memory: the unedited model's numbers, no rows
+        delta.apply(tiny_lm.model)
+        try:
+            found = [prompt_diagnostics(tiny_lm, sets), prompt_diagnostics(tiny_lm, {"rewrite": [PROMPTS[1]], "paraphrase": [PROMPTS[0]]})]
+        finally:
+            delta.revert(tiny_lm.model)
+    assert found[0] == {"routed_rewrite": [100.0], "routed_paraphrase": [100.0, 0.0], "routed_neighborhood": [0.0, 0.0]}
+    assert diagnostic_metrics(found) == {"routed_rewrite": 50.0, "routed_paraphrase": 75.0, "routed_neighborhood": 0.0}
+    assert routing_metrics(router) == {}  # the diagnostics are not scoring: the per-primitive counts stay untouched

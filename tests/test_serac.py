@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
+import pytest
 import torch
 
 from fixtures_encoder import encoder_dir  # noqa: F401
@@ -11,7 +14,9 @@ from fixtures_models import single_thread, tiny_lm  # noqa: F401
 from kepitfalls.atomic import write_json
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
 from kepitfalls.encoder import SentenceEncoder
-from kepitfalls.methods.SERAC import CLASSIFIER_FILE, SERAC, SERACHparams, accuracy, fit_scale
+from kepitfalls.methods.SERAC import (
+    CLASSIFIER_FILE, ENCODER_DIR, SERAC, SERACHparams, accuracy, balanced_bce, finetune_encoder, fit_scale, pair_distances,
+)
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest
@@ -25,7 +30,7 @@ PROMPTS = [
     "Danielle Darrieux's mother tongue is",  # unrelated
 ]
 HPARAMS = SERACHparams(encoder="all-minilm-l6-v2", train_file="zsre_mend_train-1k.json", holdout=200, steps=300,
-                       lr=0.05, counterfactual="freeze_cntr", seed=0)
+                       lr=0.05, classifier="frozen_scale", finetune_steps=1, finetune_lr=1e-5, finetune_batch=1, counterfactual="freeze_cntr", seed=0)
 
 
 def _serac(tmp_path: Path, encoder_dir: Path, scale: float = 1.455) -> SERAC:  # noqa: F811
@@ -67,14 +72,71 @@ def test_sequential_edits_accumulate_in_the_memory(tiny_lm: LoadedModel, tmp_pat
     method = _serac(tmp_path, encoder_dir)
     second = EditRequest("{} speaks the language", "Danielle Darrieux", "English", "French")
     first_delta = method.edit(tiny_lm, [EDIT])
-    first_delta.apply(tiny_lm.model)
-    try:
-        second_delta = method.edit(tiny_lm, [second])  # computed on the edited model, as a sequential suite does
-    finally:
-        first_delta.revert(tiny_lm.model)
+    with installed(tiny_lm.model, method.router()):
+        first_delta.apply(tiny_lm.model)
+        try:
+            second_delta = method.edit(tiny_lm, [second])  # computed on the edited model, as a sequential suite does
+        finally:
+            first_delta.revert(tiny_lm.model)
     router = method.router()
     rewritten = router.rewrite([first_delta, second_delta], [PROMPTS[0], "Danielle Darrieux speaks the language"])
     assert rewritten == [
         f"The Eiffel Tower is located in the city of Rome {PROMPTS[0]}",
         "Danielle Darrieux speaks the language English Danielle Darrieux speaks the language",
     ]
+
+
+def _zsre(directory: Path, count: int) -> None:
+    """A MEND-schema zsRE file of `count` records: each question with its rephrase and an unrelated NQ question."""
+    cities = ["Paris", "Rome", "Berlin", "Madrid", "Vienna", "Lisbon", "Oslo", "Prague"]
+    records = [
+        {"subject": f"Person {i}", "src": f"In which city was Person {i} born?", "pred": "x",
+         "rephrase": f"What is the birthplace of Person {i}?", "alt": cities[i % len(cities)], "answers": ["x"],
+         "loc": f"nq question: how many legs does a {['spider', 'cat', 'bird', 'ant'][i % 4]} have", "loc_ans": "8"}
+        for i in range(count)
+    ]
+    (directory / "zsre").mkdir(parents=True)
+    write_json(directory / "zsre" / "train.json", records)
+
+
+def test_the_finetuned_classifier_is_trained_saved_and_read_by_router_and_edits(
+    tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    from kepitfalls import layout
+
+    _zsre(tmp_path / "raw", 12)
+    monkeypatch.setattr(layout, "raw_root", lambda: tmp_path / "raw")
+    monkeypatch.setattr(layout, "encoder_dir", lambda name: encoder_dir)
+    hparams = HPARAMS.model_copy(update={"train_file": "train.json", "holdout": 4, "steps": 50, "classifier": "finetuned",
+                                         "finetune_steps": 4, "finetune_lr": 1e-4, "finetune_batch": 4})
+    out = tmp_path / "SERAC"
+    out.mkdir()
+    method = SERAC(hparams, Artifacts(method_dir=out))
+    method.__dict__["_encoder"] = SentenceEncoder(encoder_dir)
+    figures = method.prepare(None, None, out)  # type: ignore[arg-type]
+    assert figures["finetune_last_loss"] < figures["finetune_first_loss"]
+    assert 0.0 <= figures["heldout_accuracy"] <= 1.0 and "frozen_heldout_accuracy" in figures
+    assert json.loads((out / CLASSIFIER_FILE).read_text())["classifier"] == "finetuned"
+    tuned, frozen = SentenceEncoder(out / ENCODER_DIR), SentenceEncoder(encoder_dir)
+    assert not torch.equal(tuned.encode(PROMPTS), frozen.encode(PROMPTS))  # the weights moved, the frozen files did not
+    assert method.router().encoder.model is method._scope_encoder.model
+    assert torch.equal(method.edit(None, [EDIT]).tensors["keys"], tuned.encode([EDIT.rewrite_prompt]))  # type: ignore[arg-type]
+    assert (out / ENCODER_DIR / "model.safetensors") in method.upstream_files()
+
+
+def test_finetuning_lowers_the_balanced_bce_of_the_training_pairs(encoder_dir: Path) -> None:  # noqa: F811
+    positives = [(PROMPTS[0], PROMPTS[1]), ("Who wrote Hamlet?", "Hamlet was written by whom?")]
+    negatives = [(PROMPTS[0], PROMPTS[2]), ("Who wrote Hamlet?", "How many legs does a spider have?")]
+    encoder = SentenceEncoder(encoder_dir)
+
+    def loss() -> float:
+        return float(balanced_bce(pair_distances(encoder, positives), pair_distances(encoder, negatives), 5.0))
+
+    before = loss()
+    finetune_encoder(encoder, positives, negatives, 5.0, steps=5, lr=1e-4, batch=2, rng=random.Random(0))
+    assert loss() < before
+
+
+def test_a_finetuned_counterfactual_model_is_refused_naming_the_option() -> None:
+    with pytest.raises(NotImplementedError, match="counterfactual.*finetuned.*not implemented"):
+        SERACHparams.model_validate({**HPARAMS.model_dump(), "counterfactual": "finetuned"})

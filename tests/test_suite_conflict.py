@@ -9,11 +9,13 @@ import pytest
 from mirror import MIRROR
 
 from fixtures_models import build_deltas, build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
+from fixtures_router import TakesEverything
 from kepitfalls.data.pitfalls import BENCHMARK
-from kepitfalls.deltas import DenseDelta
+from kepitfalls.deltas import DenseDelta, MemoryDelta
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.primitives import teacher_forced
+from kepitfalls.scoring.router import installed
 from kepitfalls.suites import conflict
 from kepitfalls.suites.common import EditCase, load_records, save_records
 
@@ -136,3 +138,15 @@ def test_no_op_edits_leave_cm_and_tied_fact_damage_at_zero(lm: LoadedModel, item
 def test_unknown_kind_is_rejected(lm: LoadedModel) -> None:
     with pytest.raises(ValueError, match="unknown kind .sideways."):
         conflict.select(lm, RAW_ROOT, CONFIG.model_copy(update={"kinds": ["sideways"]}))
+
+
+def test_a_memory_methods_routing_is_counted_per_state_and_fact(lm: LoadedModel, items: list[conflict.ConflictItem]) -> None:
+    cases = conflict.edit_cases(items)
+    pre = conflict.pre_scores(lm, items)
+    plain = conflict.evaluate(lm, items, {case.case_id: DenseDelta({}) for case in cases}, pre).metrics
+    with installed(lm.model, TakesEverything()):
+        metrics = conflict.evaluate(lm, items, {case.case_id: MemoryDelta("TEST", [{}]) for case in cases}, pre).metrics
+    routed = {name: value for name, value in metrics.items() if name.startswith("routed_")}
+    assert routed == {f"routed_{name}": 100.0 for name in (
+        "theta2_e1", "theta2_e2", "theta2_implied", "theta2_tied", "theta1_e1", "e2only_tied", "e2only_e1", "e2only_e2")}
+    assert {name: value for name, value in metrics.items() if name not in routed} == plain

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Sequence
 
 import pytest
 from mirror import MIRROR
@@ -11,9 +12,11 @@ import torch
 from fixtures_models import build_tiny, single_thread, snapshot  # noqa: F401  (single_thread: autouse)
 
 from kepitfalls.data.mquake import load_mquake, load_mquake_prompts
+from kepitfalls.deltas.codecs import MemoryDelta
+from kepitfalls.scoring.router import Router, installed
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.suites import mquake
-from kepitfalls.suites.common import applied, chain, load_records, save_records
+from kepitfalls.suites.common import PreScores, applied, chain, load_records, save_records
 
 RAW_ROOT = MIRROR
 CONFIG = mquake.Config(benchmark="mquake", file="derived/MQuAKE-hard.json", subset_size=2, seed=0, known_only=False,
@@ -112,10 +115,30 @@ def test_instance_scores_route_edited_hops_through_clozes() -> None:
     record = next(r for r in load_mquake(RAW_ROOT / "mquake") if r.new_triples[3][1] == "P37")
     partial = dataclasses.replace(record, requested_rewrite=record.requested_rewrite[:2], edit_triples=record.edit_triples[:2])
     case = mquake.build_case(partial, load_mquake_prompts(RAW_ROOT / "mquake"), 3, 5)
-    scores = mquake._instance_scores(lm, case)
+    scores, diagnostics = mquake._instance_scores(lm, case)
+    assert diagnostics == {}  # nothing installed
     assert len(scores.edits) == 2 and len(scores.questions) == 3 and len(scores.cot) == 3
     assert [h.edited for h in scores.hops] == [True, True, False, False]
     assert [h.attempt.generation for h in scores.hops[:2]] == [e.generation for e in scores.edits]
     assert scores.edits[0].answers == (record.new_single_hops[0].answer, *record.new_single_hops[0].answer_alias)
     assert scores.hops[3].attempt.answers[0] == record.new_single_hops[3].answer
     assert scores.questions[0].answers == (record.new_answer, *record.new_answer_alias)
+
+
+class ClozesOnly(Router):
+    """Takes the bare clozes (no few-shot "Q:" or "Question:"), leaves the rest: prompts pass unchanged."""
+
+    def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
+        return [prompt if "Q:" not in prompt and "Question:" not in prompt else None for prompt in prompts]
+
+
+def test_a_memory_methods_routing_is_counted_per_prompt_set() -> None:
+    lm = build_tiny("tiny-gptj")
+    record = next(r for r in load_mquake(RAW_ROOT / "mquake") if r.new_triples[3][1] == "P37")
+    partial = dataclasses.replace(record, requested_rewrite=record.requested_rewrite[:2], edit_triples=record.edit_triples[:2])
+    case = mquake.build_case(partial, load_mquake_prompts(RAW_ROOT / "mquake"), 3, 5)
+    plain, _ = mquake._instance_scores(lm, case)
+    with installed(lm.model, ClozesOnly()):
+        scored = mquake.score(lm, case, {str(record.case_id): MemoryDelta("TEST", [{}])}, PreScores())
+    assert scored[0] == plain  # routed unchanged: the same generations
+    assert scored[1] == {"routed_cloze": [100.0, 100.0], "routed_hop": [0.0, 0.0], "routed_question": [0.0] * 3, "routed_cot": [0.0] * 3}

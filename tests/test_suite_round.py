@@ -9,10 +9,12 @@ import pytest
 from mirror import MIRROR
 
 from fixtures_models import build_tiny, changed_tensors, single_thread, snapshot  # noqa: F401
+from fixtures_router import TakesEverything
 from kepitfalls.data.pitfalls import BENCHMARK, Entity, Relation, RoundEdit, RoundEditRecord
-from kepitfalls.deltas import DenseDelta
+from kepitfalls.deltas import DenseDelta, MemoryDelta
 from kepitfalls.methods.FT import FineTune, FTHparams
 from kepitfalls.models.loading import LoadedModel
+from kepitfalls.scoring.router import installed
 from kepitfalls.suites import round as round_suite
 from kepitfalls.suites.common import applied, chain, load_records, save_records
 
@@ -120,3 +122,14 @@ def test_no_op_edits_leave_no_distortion_and_ignore_nothing(lm: LoadedModel, ite
     for name in ("D", "D_js", "IR", "FR"):
         assert metrics[name] == 0.0, name
     assert metrics["Succ"] == 50.0  # exactly one of "o* > o" and "o > o*" holds on the unedited model
+
+
+def test_a_memory_methods_routing_is_counted_per_state_and_prompt_set(lm: LoadedModel, items: list[round_suite.RoundItem]) -> None:
+    cases = round_suite.edit_cases(items)
+    pre = round_suite.pre_scores(lm, items)
+    plain = round_suite.evaluate(lm, items, {case.case_id: DenseDelta({}) for case in cases}, pre).metrics
+    with installed(lm.model, TakesEverything()):
+        metrics = round_suite.evaluate(lm, items, {case.case_id: MemoryDelta("TEST", [{}]) for case in cases}, pre).metrics
+    routed = {name: value for name, value in metrics.items() if name.startswith("routed_")}
+    assert routed == {f"routed_{state}_{kind}": 100.0 for state in ("theta2", "theta1") for kind in ("rewrite", "paraphrase")}
+    assert {name: value for name, value in metrics.items() if name not in routed} == plain

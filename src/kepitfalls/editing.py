@@ -179,7 +179,13 @@ def store_deltas(
     stored = {case_id for case_id, key in keys.items() if store.reuse(key) is not None}
     print(f"{what}: {len(stored)} of {len(keys)} deltas already stored, reused", file=sys.stderr)
     todo = [group for group in _groups(cases, keys) if any(case_id not in stored for case_id, _, _ in group)]
-    runs = map_cases(lm, loader, partial(_edit_group, method, out_dir), todo, workers, what, lambda group: group[0][0], engine)
+    router = method.router()
+    if router is not None:
+        # A chain applies a memory method's earlier deltas, which only its router may read (`MemoryDelta.apply`
+        # refuses a model without one): installed on this process's model, so its chains run here.
+        workers = 1
+    with installed(lm.model, router):
+        runs = map_cases(lm, loader, partial(_edit_group, method, out_dir), todo, workers, what, lambda group: group[0][0], engine)
     seconds = [s for run in runs for s in run.values() if s is not None]
     index = {case_id: {"key": key, "base": cases[case_id].base, "bytes": store.path(key).stat().st_size} for case_id, key in keys.items()}
     store.prune(set(keys.values()))

@@ -100,14 +100,22 @@ class SentenceEncoder:
     @torch.inference_mode()
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
         """(len(sentences), dim) unit vectors; the cosine of two sentences is the dot product of theirs."""
-        rows = []
-        for start in range(0, len(sentences), self.batch_size):
-            batch = self.tokenizer(
-                list(sentences[start : start + self.batch_size]), padding=True, truncation=True,
-                max_length=self.spec.max_seq_length, return_tensors="pt",
-            )
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            rows.append(torch.nn.functional.normalize(pooled, p=2, dim=1))
+        rows = [self.embed(sentences[start : start + self.batch_size]) for start in range(0, len(sentences), self.batch_size)]
         return torch.cat(rows) if rows else torch.zeros((0, self.dim))
+
+    def embed(self, sentences: Sequence[str]) -> torch.Tensor:
+        """The unit vectors of one batch, differentiable in the encoder's weights (SERAC's fine-tuned classifier)."""
+        batch = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=self.spec.max_seq_length, return_tensors="pt")
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    def save(self, out_dir: Path, source: Path) -> None:
+        """These weights, with the tokenizer and pooling files of the encoder at `source`, as an encoder
+        directory `SentenceEncoder` loads."""
+        self.model.save_pretrained(out_dir, safe_serialization=True)
+        for relative in self.spec.files:
+            if not (out_dir / relative).exists():
+                (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(source) / relative, out_dir / relative)

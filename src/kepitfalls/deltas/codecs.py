@@ -13,6 +13,8 @@ computes in the promoted dtype): W ← round(W + ΔW). Rounding ΔW to float16 f
 from __future__ import annotations
 
 import json
+import os
+import sys
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -22,6 +24,8 @@ from torch import nn
 from kepitfalls.models.adapters import linear_weight
 
 MEMORY_ATTRIBUTE = "kepitfalls_memory"
+#: Where the method's router that reads the memory sits while installed (`scoring.router.installed`).
+ROUTER_ATTRIBUTE = "kepitfalls_router"
 #: The deltas applied to a model, most recent last: only the most recent may be reverted.
 APPLIED_ATTRIBUTE = "kepitfalls_applied"
 
@@ -48,6 +52,23 @@ def _check_last_applied(model: nn.Module, delta: "Delta") -> None:
 def _pop_applied(model: nn.Module, delta: "Delta") -> None:
     _check_last_applied(model, delta)
     getattr(model, APPLIED_ATTRIBUTE).pop()
+
+
+class NoRouterError(RuntimeError):
+    """A memory delta is applied, or scored, with no router installed to read it: its edit would silently be
+    ignored and the numbers would be the unedited model's."""
+
+
+def current_stage() -> str:
+    """The DVC stage this process runs (DVC sets $DVC_STAGE), else its command line: for error messages."""
+    return os.environ.get("DVC_STAGE") or " ".join(sys.argv) or "?"
+
+
+def no_router_error(methods: list[str]) -> NoRouterError:
+    return NoRouterError(
+        f"memory deltas of {', '.join(methods)} are applied in stage {current_stage()!r} but no router is installed "
+        f"to read them: the edit would be silently ignored (install the method's router: scoring.router.installed)"
+    )
 
 
 class Delta(ABC):
@@ -195,8 +216,11 @@ class MemoryDelta(Delta):
         return []
 
     def apply(self, model: nn.Module) -> None:
+        """Push the entries onto the memory; an error where no router is installed to read them."""
         if self.applied:
             raise RuntimeError("memory delta is already applied; revert it first")
+        if getattr(model, ROUTER_ATTRIBUTE, None) is None:
+            raise no_router_error([self.method])
         memory = getattr(model, MEMORY_ATTRIBUTE, None)
         if memory is None:
             memory = []

@@ -3,6 +3,12 @@
 A run holds raw outputs only (generations, per-sentence perplexities, per-window NLLs), never scores, so a
 scorer change re-scores without re-generating. Its bytes depend only on the model, the deltas and the
 configuration; timings go to stderr and the caller's run file.
+
+A memory method's line is measured with its router installed (`scoring.router.installed`, as `evaluate@`
+does): the task prompts are routed before generation, its memory grows along the chain, and each
+checkpoint's diagnostics say how many of each task's prompts the memory took (`routed`). The perplexities
+read token windows and sentences with no prompt to route, so they are the weights' alone: unchanged for a
+memory method.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from kepitfalls.general.names import TASKS
 from kepitfalls.general.tasks import Example, examples
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
+from kepitfalls.scoring.router import Router, installed
 from kepitfalls.suites.common import applied
 from kepitfalls.workers import Loader, map_cases
 
@@ -78,12 +85,15 @@ def unedited_run(lm: LoadedModel, probes: Probes, config: General) -> tuple[dict
     return {"model": lm.identity, "checkpoints": {"0": point}, "me_ppl": {"0": me_ppl(lm, probes, config)}}, timings
 
 
-def _point(probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], lm: LoadedModel, n: int) -> tuple[list[float], dict[str, Any] | None, dict[str, list[float]]]:
+def _point(
+    probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], router: Router | None, lm: LoadedModel, n: int
+) -> tuple[list[float], dict[str, Any] | None, dict[str, list[float]]]:
     """ME-PPL on the model after n edits (sequential: the chain's first n deltas applied in order; batch:
     checkpoint n's one delta), and the tasks where n is a checkpoint; the model is restored on return.
-    One case of `chain_run`'s map: whichever process computes it applies the deltas itself."""
+    One case of `chain_run`'s map: whichever process computes it installs the method's `router` (None for a
+    method that has none) and applies the deltas itself."""
     timings: dict[str, Any] = {}
-    with applied(lm, deltas, checkpoint_cases(mode, n)):
+    with installed(lm.model, router), applied(lm, deltas, checkpoint_cases(mode, n)):
         started = time.perf_counter()
         perplexities = me_ppl(lm, probes, config)
         timings["me_ppl_seconds"] = [time.perf_counter() - started]
@@ -92,14 +102,14 @@ def _point(probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Del
 
 
 def chain_run(
-    lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], workers: int = 1,
-    loader: Loader | None = None, engine: str = "local",
+    lm: LoadedModel, probes: Probes, config: General, mode: Mode, deltas: Mapping[str, Delta], router: Router | None,
+    workers: int = 1, loader: Loader | None = None, engine: str = "local",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sequential: ME-PPL after each edit of the chain, the tasks at each edited checkpoint. Batch: each
     checkpoint's one delta applied alone. Every point is measured on its own (`_point`), fanned out over
     `workers` processes or Ray actors like the edit and evaluate stages: the same bytes for any count."""
     positions = list(range(1, config.edits + 1)) if mode == "sequential" else config.edited_checkpoints
-    measured = map_cases(lm, loader, partial(_point, probes, config, mode, deltas), positions, workers, f"general {mode}", engine=engine)
+    measured = map_cases(lm, loader, partial(_point, probes, config, mode, deltas, router), positions, workers, f"general {mode}", engine=engine)
     timings: dict[str, Any] = {}
     points: dict[str, Any] = {}
     perplexities: dict[str, list[float]] = {}

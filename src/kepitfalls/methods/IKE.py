@@ -26,7 +26,7 @@ reference. An edit whose context leaves fewer than `reserve_tokens` of the model
 at edit time with the lengths in the message.
 
 The demonstrations' keys and values are computed once per edit and reused for every prompt scored under it
-(`scoring.router.PrefixCachedModel`); greedy generation runs the whole context.
+(`scoring.router.PrefixCachedModel`), in teacher-forced scoring and greedy generation alike.
 """
 
 from __future__ import annotations

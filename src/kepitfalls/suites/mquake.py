@@ -28,10 +28,11 @@ from pydantic import PositiveInt
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, mquake_records, multi_hop, question_records
-from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
 from kepitfalls.requests import EditRequest
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import greedy_generate
 from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
 from kepitfalls.tokens import prompt_ids
@@ -195,9 +196,11 @@ def _edit_answers(case: MquakeCase) -> list[tuple[str, ...]]:
     return answers
 
 
-def _instance_scores(lm: LoadedModel, case: MquakeCase) -> InstanceScores:
-    """All generations of one instance on the current (edited) model: 3 batched generate calls."""
+def _instance_scores(lm: LoadedModel, case: MquakeCase) -> tuple[InstanceScores, dict[str, list[float]]]:
+    """All generations of one instance on the current (edited) model (3 batched generate calls), and its
+    installed components' diagnostics on each prompt set."""
     record, p = case.record, _prompts(lm, case)
+    diagnostics = prompt_diagnostics(lm, {"cloze": p.clozes, "hop": p.hop_questions, "question": p.questions, "cot": p.cot})
     # Short clozes in their own call, so they are not left-padded to the length of the few-shot prompts.
     clozes = _generate(lm, p.clozes, case.max_new_tokens)
     plain = _generate(lm, (*p.hop_questions, *p.questions), case.max_new_tokens)
@@ -215,7 +218,7 @@ def _instance_scores(lm: LoadedModel, case: MquakeCase) -> InstanceScores:
         hops=tuple(hops),
         questions=tuple(Attempt(g, new_answers) for g in question_gens),
         cot=tuple(Attempt(g, new_answers) for g in cot),
-    )
+    ), diagnostics
 
 
 def pre_scores(lm: LoadedModel, records: list[MquakeCase]) -> PreScores:
@@ -246,25 +249,31 @@ def items(records: list[MquakeCase]) -> list[MquakeCase]:
     return records
 
 
-def score(lm: LoadedModel, case: MquakeCase, deltas: Mapping[str, Delta], pre: PreScores) -> InstanceScores:
-    """Apply one instance's delta, generate every answer, revert."""
+def score(lm: LoadedModel, case: MquakeCase, deltas: Mapping[str, Delta], pre: PreScores) -> tuple[InstanceScores, dict[str, list[float]]]:
+    """Apply one instance's delta, generate every answer, revert: its scores and its installed components'
+    diagnostics (per prompt set: cloze, hop, question, cot)."""
     with applied(lm, deltas, [str(case.record.case_id)]):
         return _instance_scores(lm, case)
 
 
-def summarise(lm: LoadedModel, records: list[MquakeCase], instances: list[InstanceScores], pre: PreScores) -> Evaluation:
-    """The suite's metrics with the unedited MH_pre, and the per-instance rows."""
+def summarise(
+    lm: LoadedModel, records: list[MquakeCase], scored: list[tuple[InstanceScores, dict[str, list[float]]]], pre: PreScores
+) -> Evaluation:
+    """The suite's metrics with the unedited MH_pre and the diagnostics, and the per-instance rows."""
+    instances, diagnostics = [i for i, _ in scored], [d for _, d in scored]
     unedited = _unedited_attempts(records, pre)
     ids = [str(case.record.case_id) for case in records]
     metrics = {
         **mquake_metrics(instances),
         "MH_pre": multi_hop(unedited, "exact"),
         "MH_pre_contains": multi_hop(unedited, "contains"),
+        **diagnostic_metrics(diagnostics),
     }
     rows = [
         *mquake_records(instances, ids),
         *question_records(unedited, ids, "MH_pre", "exact"),
         *question_records(unedited, ids, "MH_pre_contains", "contains"),
+        *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found)),
     ]
     return Evaluation(metrics, rows)
 

@@ -19,10 +19,11 @@ from pydantic import Field
 
 from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.records import Evaluation
+from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest, fill
+from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.suites.common import EditCase, PitfallsConfig, PreScores, applied, paraphrase_scores, select_records
 
 
@@ -98,12 +99,21 @@ def edit_cases(items: list[RoundItem]) -> list[EditCase]:
     return cases
 
 
+def _prompts(item: RoundItem) -> list[str]:
+    """The relation's prompt then its paraphrases, each filled with the edited subject."""
+    edit = item.record.edit
+    return [fill(t, edit.subject.label) for t in (edit.relation.prompt, *item.paraphrases)]
+
+
+def _diagnostics(lm: LoadedModel, item: RoundItem, state: str) -> dict[str, list[float]]:
+    """The installed components' diagnostics on the record's prompt sets in one model state (θ1, θ2)."""
+    filled = _prompts(item)
+    return prompt_diagnostics(lm, {f"{state}_rewrite": filled[:1], f"{state}_paraphrase": filled[1:]})
+
+
 def scores(lm: LoadedModel, pairs: list[tuple[RoundItem, str]]) -> list[float]:
     """S of every (item, object label) on the current model, in one teacher-forced call."""
-    return paraphrase_scores(lm, [
-        ([fill(t, item.record.edit.subject.label) for t in (item.record.edit.relation.prompt, *item.paraphrases)], target)
-        for item, target in pairs
-    ])
+    return paraphrase_scores(lm, [(_prompts(item), target) for item, target in pairs])
 
 
 def _theta2_labels(item: RoundItem) -> list[str]:
@@ -130,13 +140,16 @@ def items(records: list[RoundItem]) -> list[RoundItem]:
     return records
 
 
-def score(lm: LoadedModel, item: RoundItem, deltas: Mapping[str, Delta], pre: PreScores) -> RoundScores:
-    """One record on θ2 then θ1, reverting in between."""
+def score(lm: LoadedModel, item: RoundItem, deltas: Mapping[str, Delta], pre: PreScores) -> tuple[RoundScores, dict[str, list[float]]]:
+    """One record on θ2 then θ1, reverting in between: its scores and its installed components' diagnostics
+    (per state and prompt set: theta2_rewrite, theta2_paraphrase, theta1_...)."""
     prefix, edit = item.case_prefix, item.record.edit
     with applied(lm, deltas, [f"{prefix}/e1", f"{prefix}/e2"]):
         theta2 = scores(lm, [(item, label) for label in _theta2_labels(item)])
+        diagnostics = _diagnostics(lm, item, "theta2")
     with applied(lm, deltas, [f"{prefix}/e1"]):
         theta1 = scores(lm, [(item, edit.object.label), (item, edit.new_object.label)])
+        diagnostics |= _diagnostics(lm, item, "theta1")
     theta0 = pre.values["theta0"][prefix]
     return RoundScores(
         kind=item.kind,
@@ -147,12 +160,19 @@ def score(lm: LoadedModel, item: RoundItem, deltas: Mapping[str, Delta], pre: Pr
         theta2_others=tuple(theta2[2:]),
         theta0_original=theta0["original"],
         theta0_others=tuple(theta0["others"]),
+    ), diagnostics
+
+
+def summarise(
+    lm: LoadedModel, records: list[RoundItem], scored: list[tuple[RoundScores, dict[str, list[float]]]], pre: PreScores
+) -> Evaluation:
+    """The suite's metrics, pooled and per kind, and the diagnostics, with per-record rows."""
+    cases, diagnostics = [c for c, _ in scored], [d for _, d in scored]
+    ids = [item.case_prefix for item in records]
+    return Evaluation(
+        {**round_metrics(cases), **diagnostic_metrics(diagnostics)},
+        [*round_records(cases, ids), *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
     )
-
-
-def summarise(lm: LoadedModel, records: list[RoundItem], cases: list[RoundScores], pre: PreScores) -> Evaluation:
-    """The suite's metrics, pooled and per kind, with per-record rows."""
-    return Evaluation(round_metrics(cases), round_records(cases, [item.case_prefix for item in records]))
 
 
 def evaluate(lm: LoadedModel, records: list[RoundItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
