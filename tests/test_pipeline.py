@@ -52,6 +52,8 @@ SMALL = {
     },
     ("general", "me_ppl", "subset_size"): 2,
     ("general", "wikitext"): {"sequences": 1, "length": 16, "seed": 0},
+    # one process per stage: `make test` already runs a test file per core
+    ("runtime", "workers"): 1,
 }
 
 
