@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -34,11 +35,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         subprocess.run([RAY, "start", "--head", "--port", port, "--include-dashboard", "false", "--temp-dir", temp, *common],
                        env=env, check=True, capture_output=True)
-        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, check=True, capture_output=True)
+        _join(port, common, env)
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _join(port: str, common: list[str], env: dict[str, str], attempts: int = 3) -> None:
+    """Start the second node; on a loaded machine the head's control store can be slow to accept it (a
+    first `ray start --address` failed under `pytest -n auto` beside a running pipeline), so try again
+    before failing with what Ray said."""
+    for attempt in range(1, attempts + 1):
+        joined = subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, capture_output=True, text=True)
+        if joined.returncode == 0:
+            return
+        if attempt == attempts:
+            raise RuntimeError(f"the second Ray node did not join after {attempts} attempts:\n{joined.stdout}\n{joined.stderr}")
+        time.sleep(5 * attempt)
 
 
 def test_ray_actors_store_and_score_exactly_what_one_process_does(
