@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -26,12 +26,14 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cluster() -> Iterator[str]:
     """A head and a second node, one CPU each, on 127.0.0.1; stopped afterwards."""
     port = "6391"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    temp = str(tmp_path_factory.mktemp("ray"))
+    # A short directory of its own: Ray's unix sockets live below it and their paths may not exceed 107
+    # bytes, which pytest-xdist's per-worker base directory (…/popen-gw0/…) did.
+    temp = tempfile.mkdtemp(prefix="kr")
     try:
         subprocess.run([RAY, "start", "--head", "--port", port, "--include-dashboard", "false", "--temp-dir", temp, *common],
                        env=env, check=True, capture_output=True)
@@ -42,17 +44,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _join(port: str, common: list[str], env: dict[str, str], attempts: int = 3) -> None:
-    """Start the second node; on a loaded machine the head's control store can be slow to accept it (a
-    first `ray start --address` failed under `pytest -n auto` beside a running pipeline), so try again
-    before failing with what Ray said."""
-    for attempt in range(1, attempts + 1):
-        joined = subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, capture_output=True, text=True)
-        if joined.returncode == 0:
-            return
-        if attempt == attempts:
-            raise RuntimeError(f"the second Ray node did not join after {attempts} attempts:\n{joined.stdout}\n{joined.stderr}")
-        time.sleep(5 * attempt)
+def _join(port: str, common: list[str], env: dict[str, str]) -> None:
+    """Start the second node, failing with what Ray said."""
+    joined = subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, capture_output=True, text=True)
+    if joined.returncode != 0:
+        raise RuntimeError(f"the second Ray node did not join:\n{joined.stdout}\n{joined.stderr}")
 
 
 def test_ray_actors_store_and_score_exactly_what_one_process_does(
