@@ -11,10 +11,11 @@ from mirror import MIRROR
 import torch
 from fixtures_models import build_tiny, single_thread, snapshot  # noqa: F401  (single_thread: autouse)
 
-from kepitfalls.data.mquake import load_mquake, load_mquake_prompts
+from kepitfalls.data.mquake import MquakeRecord, load_mquake, load_mquake_prompts
 from kepitfalls.deltas.codecs import MemoryDelta
 from kepitfalls.scoring.router import Router, installed
 from kepitfalls.methods.FT import FineTune, FTHparams
+from kepitfalls.models.loading import LoadedModel
 from kepitfalls.suites import mquake
 from kepitfalls.suites.common import PreScores, applied, chain, load_records, save_records
 
@@ -110,11 +111,16 @@ def test_suite_end_to_end_reverts_every_delta() -> None:
     assert all(torch.equal(before[name], after[name]) for name in before)
 
 
-def test_instance_scores_route_edited_hops_through_clozes() -> None:
+def _two_edit_case() -> tuple[LoadedModel, MquakeRecord, mquake.MquakeCase]:
+    """A tiny GPT-J and an instance (fourth hop P37) cut to its first two edits, generating 3 tokens (5 for CoT)."""
     lm = build_tiny("tiny-gptj")
     record = next(r for r in load_mquake(RAW_ROOT / "mquake") if r.new_triples[3][1] == "P37")
     partial = dataclasses.replace(record, requested_rewrite=record.requested_rewrite[:2], edit_triples=record.edit_triples[:2])
-    case = mquake.build_case(partial, load_mquake_prompts(RAW_ROOT / "mquake"), 3, 5)
+    return lm, record, mquake.build_case(partial, load_mquake_prompts(RAW_ROOT / "mquake"), 3, 5)
+
+
+def test_instance_scores_route_edited_hops_through_clozes() -> None:
+    lm, record, case = _two_edit_case()
     scores, diagnostics = mquake._instance_scores(lm, case)
     assert diagnostics == {}  # nothing installed
     assert len(scores.edits) == 2 and len(scores.questions) == 3 and len(scores.cot) == 3
@@ -133,10 +139,7 @@ class ClozesOnly(Router):
 
 
 def test_a_memory_methods_routing_is_counted_per_prompt_set() -> None:
-    lm = build_tiny("tiny-gptj")
-    record = next(r for r in load_mquake(RAW_ROOT / "mquake") if r.new_triples[3][1] == "P37")
-    partial = dataclasses.replace(record, requested_rewrite=record.requested_rewrite[:2], edit_triples=record.edit_triples[:2])
-    case = mquake.build_case(partial, load_mquake_prompts(RAW_ROOT / "mquake"), 3, 5)
+    lm, record, case = _two_edit_case()
     plain, _ = mquake._instance_scores(lm, case)
     with installed(lm.model, ClozesOnly()):
         scored = mquake.score(lm, case, {str(record.case_id): MemoryDelta("TEST", [{}])}, PreScores())

@@ -30,6 +30,12 @@ class Evaluation:
     metrics: dict[str, float]
     records: list[dict[str, Any]] = field(default_factory=list)
 
+    def with_diagnostics(self, ids: Sequence[str], per_case: Sequence[dict[str, Sequence[float]]]) -> Evaluation:
+        """This evaluation with each record's installed-component diagnostics added after it: their metrics
+        (`diagnostic_metrics`) and their rows (`diagnostic_rows`, record `ids[i]` for `per_case[i]`)."""
+        rows = [r for case, found in zip(ids, per_case) for r in diagnostic_rows(case, found)]
+        return Evaluation({**self.metrics, **diagnostic_metrics(per_case)}, [*self.records, *rows])
+
 
 def row(case: str, metric: str, kind: str, value: float, prompts: Sequence[float] | None = None) -> dict[str, Any]:
     """One record's value of one metric; `prompts` where the value averages several prompts."""

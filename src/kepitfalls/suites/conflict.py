@@ -22,7 +22,7 @@ from pydantic import Field
 from kepitfalls.data.pitfalls import CONFLICT_KINDS, ConflictEdit, ConflictEditRecord, load_pitfalls
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.conflict import ConflictScores, conflict_metrics, conflict_records
-from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest, fill
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
@@ -251,10 +251,7 @@ def summarise(
     """The suite's metrics over the records' scores and the diagnostics, with the per-record rows."""
     cases, diagnostics = [c for c, _ in scored], [d for _, d in scored]
     ids = [item.case_prefix for item in records]
-    return Evaluation(
-        {**conflict_metrics(cases), **diagnostic_metrics(diagnostics)},
-        [*conflict_records(cases, ids), *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
-    )
+    return Evaluation(conflict_metrics(cases), conflict_records(cases, ids)).with_diagnostics(ids, diagnostics)
 
 
 def evaluate(lm: LoadedModel, records: list[ConflictItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:

@@ -37,7 +37,7 @@ from kepitfalls.metrics.locality import (
     locality_records,
     piqa_accuracy,
 )
-from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import Section
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
@@ -207,10 +207,7 @@ def summarise(
     labels = [item.label for item in _piqa(records)]
     ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], labels)
     keys = [r.key for r in _edited(records)]
-    return Evaluation(
-        {**locality_metrics(edits, ot_pre), **diagnostic_metrics(diagnostics)},
-        [*locality_records(edits, keys), *(row for key, found in zip(keys, diagnostics) for row in diagnostic_rows(key, found))],
-    )
+    return Evaluation(locality_metrics(edits, ot_pre), locality_records(edits, keys)).with_diagnostics(keys, diagnostics)
 
 
 def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:

@@ -28,7 +28,7 @@ from pydantic import PositiveInt
 from kepitfalls.data.mquake import MquakePrompts, MquakeRecord, load_mquake, load_mquake_prompts
 from kepitfalls.deltas.codecs import Delta
 from kepitfalls.metrics.mquake import Attempt, Hop, InstanceScores, mquake_metrics, mquake_records, multi_hop, question_records
-from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.progress import progress
 from kepitfalls.requests import EditRequest
@@ -267,15 +267,13 @@ def summarise(
         **mquake_metrics(instances),
         "MH_pre": multi_hop(unedited, "exact"),
         "MH_pre_contains": multi_hop(unedited, "contains"),
-        **diagnostic_metrics(diagnostics),
     }
     rows = [
         *mquake_records(instances, ids),
         *question_records(unedited, ids, "MH_pre", "exact"),
         *question_records(unedited, ids, "MH_pre_contains", "contains"),
-        *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found)),
     ]
-    return Evaluation(metrics, rows)
+    return Evaluation(metrics, rows).with_diagnostics(ids, diagnostics)
 
 
 def evaluate(lm: LoadedModel, records: list[MquakeCase], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:

@@ -26,7 +26,7 @@ from kepitfalls.metrics.portability import (
     portability_metrics,
     portability_records,
 )
-from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import Section
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
@@ -152,11 +152,9 @@ def summarise(
     unedited = [_record_scores(r, pre.values[r.case_id]) for r in records]
     ids = [r.case_id for r in records]
     return Evaluation(
-        {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records)),
-         **diagnostic_metrics(diagnostics)},
-        [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre"),
-         *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
-    )
+        {**portability_metrics(post), **portability_metrics(unedited, suffix="_pre"), "cases": float(len(records))},
+        [*portability_records(post, ids), *portability_records(unedited, ids, suffix="_pre")],
+    ).with_diagnostics(ids, diagnostics)
 
 
 def evaluate(lm: LoadedModel, records: list[PortabilityCase], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:

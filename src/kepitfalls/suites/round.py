@@ -19,7 +19,7 @@ from pydantic import Field
 
 from kepitfalls.data.pitfalls import ROUND_KINDS, RoundEditRecord, load_pitfalls
 from kepitfalls.deltas.codecs import Delta
-from kepitfalls.metrics.records import Evaluation, diagnostic_metrics, diagnostic_rows
+from kepitfalls.metrics.records import Evaluation
 from kepitfalls.metrics.round import RoundScores, round_metrics, round_records
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest, fill
@@ -169,10 +169,7 @@ def summarise(
     """The suite's metrics, pooled and per kind, and the diagnostics, with per-record rows."""
     cases, diagnostics = [c for c, _ in scored], [d for _, d in scored]
     ids = [item.case_prefix for item in records]
-    return Evaluation(
-        {**round_metrics(cases), **diagnostic_metrics(diagnostics)},
-        [*round_records(cases, ids), *(row for case_id, found in zip(ids, diagnostics) for row in diagnostic_rows(case_id, found))],
-    )
+    return Evaluation(round_metrics(cases), round_records(cases, ids)).with_diagnostics(ids, diagnostics)
 
 
 def evaluate(lm: LoadedModel, records: list[RoundItem], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
