@@ -15,10 +15,12 @@ from kepitfalls.tokens import Batch
 class SuffixStack:
     """Blocks `start..stop-1` re-run on each prompt's suffix only, the prefixes' keys and values cached.
 
-    A change made at block `start` to a prompt's token `split[row]` (ROME's δ at the subject's last token)
-    cannot reach earlier tokens, so the prefix `[0, split)` of every row is run once and its attention
-    keys/values are kept; every optimisation step then runs only the suffix tokens. Exact up to float
-    rounding; needs an architecture whose embeddings enter the residual stream unchanged.
+    A change made at block `start` or later to a prompt's token `split[row]` (ROME's δ at the subject's
+    last token, KN's scaled neurons at the prompt's last token) cannot reach earlier tokens, so the prefix
+    `[0, split)` of every row is run once through the stack and its attention keys/values are kept;
+    every optimisation step or scaled pass then runs only the suffix tokens, from any block of the stack
+    on. Exact up to float rounding; needs an architecture whose embeddings enter the residual stream
+    unchanged.
     """
 
     def __init__(self, lm: LoadedModel, sequences: Sequence[list[int]], split: Sequence[int], start: int, stop: int) -> None:
@@ -50,7 +52,9 @@ class SuffixStack:
         causal_s = (s_pos[:, None] >= s_pos[None, :])[None] & suffix_valid[:, None, :]
         causal_s |= torch.eye(width_s, dtype=torch.bool, device=device)[None]
         allowed_s = torch.cat([prefix_valid[:, None, :].expand(rows, width_s, width_p), causal_s], dim=2)
-        self.mask_s = _additive(allowed_s, dtype)
+        # No mask where every query sees every key (one suffix token after full prefixes): a plain pass's
+        # attention gets none there, and an all-zero mask would round differently in fused attention.
+        self.mask_s = None if bool(allowed_s.all()) else _additive(allowed_s, dtype)
         self.positions_s = self.split[:, None] + s_pos[None, :]
         self.cache = DynamicCache(config=lm.model.config)
         with torch.no_grad(), only_layers(lm.model, lm.arch, start, stop):
@@ -58,16 +62,23 @@ class SuffixStack:
                 inputs_embeds=prefix, attention_mask=_additive(allowed_p, dtype), position_ids=p_pos[None].expand(rows, -1),
                 past_key_values=self.cache, use_cache=True,
             )
-        self._saved = [(layer.keys, layer.values) for layer in self.cache.layers]
+        self._saved = [(layer.keys, layer.values) for layer in self.cache.layers[start:stop]]
 
-    def hidden(self) -> torch.Tensor:
-        """Final-normed outputs of block `stop - 1` for the suffix tokens, shape (rows, max suffix, d)."""
-        for layer, (keys, values) in zip(self.cache.layers, self._saved):
-            layer.keys, layer.values = keys, values
-        with only_layers(self.lm.model, self.lm.arch, self.start, self.stop):
+    def hidden(self, suffix: torch.Tensor | None = None, start: int | None = None) -> torch.Tensor:
+        """Final-normed outputs of block `stop - 1` for the suffix tokens, shape (rows, max suffix, d).
+
+        `suffix` is the residual entering block `start` (default: the prompts' own, entering the stack's
+        first block); a stack of one prompt runs any number of rows of it (KN's scaled copies).
+        """
+        suffix = self.suffix if suffix is None else suffix
+        start = self.start if start is None else start
+        rows = suffix.shape[0]
+        for layer, (keys, values) in zip(self.cache.layers[self.start : self.stop], self._saved):
+            layer.keys, layer.values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
+        with only_layers(self.lm.model, self.lm.arch, start, self.stop):
             return backbone(self.lm)(
-                inputs_embeds=self.suffix, attention_mask=self.mask_s, position_ids=self.positions_s,
-                past_key_values=self.cache, use_cache=True,
+                inputs_embeds=suffix, attention_mask=None if self.mask_s is None else self.mask_s.expand(rows, -1, -1, -1),
+                position_ids=self.positions_s.expand(rows, -1), past_key_values=self.cache, use_cache=True,
             ).last_hidden_state
 
 

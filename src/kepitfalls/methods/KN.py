@@ -73,7 +73,8 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from kepitfalls.deltas.codecs import DenseDelta
-from kepitfalls.hidden.partial import backbone, normed_hidden, only_layers
+from kepitfalls.hidden.partial import normed_hidden
+from kepitfalls.hidden.suffix import SuffixStack
 from kepitfalls.methods.base import EditMethod, Hparams
 from kepitfalls.models.adapters import Architecture, get_module, num_layers
 from kepitfalls.models.loading import LoadedModel
@@ -169,39 +170,6 @@ def _baseline(lm: LoadedModel, batch: Batch, position: int, site: Site) -> tuple
     return residuals, activations, logits  # type: ignore[return-value]
 
 
-class _LastTokenFromBlock:
-    """The final-normed hidden state at a prompt's last token, re-run from any block on that token alone.
-
-    A change to the last token's neurons cannot reach the earlier tokens (causal attention), so their
-    keys and values at every block are computed once, and each scaled pass runs one query token through
-    the remaining blocks instead of the whole prompt. Exact up to float rounding; needs an architecture
-    whose embeddings enter the residual stream unchanged and a prompt of two tokens or more.
-    """
-
-    def __init__(self, lm: LoadedModel, ids: list[int], residuals: list[torch.Tensor | None]) -> None:
-        from transformers import DynamicCache
-
-        self.lm, self.residuals, self.position = lm, residuals, len(ids) - 1
-        self.cache = DynamicCache(config=lm.model.config)
-        with torch.no_grad():
-            backbone(lm)(input_ids=torch.tensor([ids[:-1]], device=lm.model.device), past_key_values=self.cache, use_cache=True)
-        self.prefix = [(layer.keys, layer.values) for layer in self.cache.layers]
-
-    def hidden(self, block: int, rows: int) -> torch.Tensor:
-        """(rows, 1, d): blocks `block..` run on the last token's residual entering `block`, copied `rows` times."""
-        for layer, (keys, values) in zip(self.cache.layers, self.prefix):
-            layer.keys, layer.values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
-        residual = self.residuals[block]
-        assert residual is not None
-        device = residual.device
-        with only_layers(self.lm.model, self.lm.arch, block, num_layers(self.lm.model)):
-            return backbone(self.lm)(
-                inputs_embeds=residual[:, -1:].expand(rows, -1, -1),
-                position_ids=torch.full((rows, 1), self.position, device=device),
-                past_key_values=self.cache, use_cache=True,
-            ).last_hidden_state
-
-
 def attribution_scores(
     lm: LoadedModel, ids: list[int], tokens: Sequence[int], steps: int, batch_size: int, site: Site, fast: bool = True
 ) -> torch.Tensor:
@@ -209,7 +177,7 @@ def attribution_scores(
 
     The mean over several tokens is EasyEdit's average of per-token scores at one prompt (IG is linear in
     the attributed function). `fast` re-runs only the last token from each attributed block
-    (`_LastTokenFromBlock`) where that is exact; otherwise each scaled pass runs the whole prompt (from the
+    (`SuffixStack`, the earlier tokens' keys and values cached) where that is exact; otherwise each scaled pass runs the whole prompt (from the
     block's cached residual if it can).
     """
     device = lm.model.device
@@ -217,7 +185,8 @@ def attribution_scores(
     position = len(ids) - 1
     depth = num_layers(lm.model)
     residuals, activations, _ = _baseline(lm, batch, position, site)
-    last_token = _LastTokenFromBlock(lm, ids, residuals) if fast and lm.arch.embeds_are_residual and len(ids) > 1 else None
+    fast = fast and lm.arch.embeds_are_residual and len(ids) > 1
+    last_token = SuffixStack(lm, [ids], [position], 0, depth) if fast else None
     lm_head = get_module(lm.model, lm.arch.lm_head)
     alphas = torch.linspace(0, 1, steps, device=device)
     scores = []
@@ -230,7 +199,7 @@ def attribution_scores(
             scaled = (chunk[:, None] * base[None]).requires_grad_(True)
             if last_token is not None:
                 with replace_at(lm.model, module, site.output, 0, scaled):
-                    last = last_token.hidden(layer, rows)[:, 0]
+                    last = last_token.hidden(residuals[layer][:, -1:].expand(rows, -1, -1), layer)[:, 0]
             else:
                 sub = Batch(batch.input_ids.expand(rows, -1), batch.attention_mask.expand(rows, -1))
                 residual = residuals[layer]
