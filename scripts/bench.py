@@ -18,6 +18,7 @@ runs of the two commits anyway before reading ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import time
@@ -33,7 +34,7 @@ from kepitfalls.runtime import configure, load_current_model
 from kepitfalls.scoring import primitives
 from kepitfalls.scoring.router import installed
 from kepitfalls.suites import suite_module
-from kepitfalls.suites.common import load_pre, load_records
+from kepitfalls.suites.common import Selection, load_pre, load_records
 
 #: Ratios printed: wall seconds, and this process's CPU seconds (what a shared machine's load disturbs least).
 RATIOS = ("s_per_edit", "cpu_s_per_edit", "s_per_case", "cpu_s_per_case", "s_per_sequence", "cpu_s_per_sequence")
@@ -74,8 +75,11 @@ def measure(lm: Any, params: Any, method_name: str, suite: str, cases: int) -> d
     """Edit and evaluate the suite's first `cases` records (edits on their own; evaluation on the stored deltas)."""
     module = suite_module(suite)
     every = load_records(layout.suite_records(suite), module.RECORD_TYPE)
-    edited = [r for r in every if suite_cases(suite, [r])][:cases]
-    records = [r for r in every if r in edited or not suite_cases(suite, [r])]  # and the records that ask for no edit
+    if isinstance(every, Selection):  # its shared part (locality's PIQA subsample) stays whole
+        edited = list(every.records[:cases])
+        records = dataclasses.replace(every, records=tuple(edited))
+    else:
+        edited = records = every[:cases]
     method = build_method(params, method_name)
     edit_cases = list(suite_cases(suite, records).values())
     started, cpu = time.perf_counter(), time.process_time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,34 +43,52 @@ def _build_deltas(lm: LoadedModel, cases: list[common.EditCase], hparams: FTHpar
 
 
 def test_select_builds_each_column(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
-    records = locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG)
-    assert [r.column for r in records] == ["OA", "OA", "DN", "DN", "OT"]
-    oa, dn, ot = records[0], records[2], records[-1]
+    selection = locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG)
+    records = selection.records
+    assert [r.column for r in records] == ["OA", "OA", "DN", "DN"]
+    oa, dn = records[0], records[2]
     assert oa.constructed and oa.probes and oa.request.prompt.count("{}") == 1
     # DN: CounterFact+ distracting prompts, continued with the neighbours' (true) object
     assert all(p.prompt.startswith(f"{dn.request.rewrite_prompt} {dn.request.target_new}. ") for p in dn.probes)
     assert all(p.answer == dn.request.target_true for p in dn.probes)
-    # OT: the seeded PIQA subsample, no edit
-    assert ot.request is None and len(ot.piqa) == 4 and not ot.probes
-    assert locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG)[-1] == ot  # fixed by the seed
-    common.save_records(tmp_path / "locality.json", "locality", records, CONFIG.model_dump())
-    assert common.load_records(tmp_path / "locality.json", locality.RECORD_TYPE) == records
+    # OT: the seeded PIQA subsample, the selection's shared part
+    assert len(selection.piqa) == 4
+    assert locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG).piqa == selection.piqa  # fixed by the seed
+    path = tmp_path / "locality.json"
+    common.save_records(path, "locality", selection, CONFIG.model_dump())
+    assert common.load_records(path, locality.RECORD_TYPE) == selection
+
+
+def test_every_stored_record_is_a_real_edit(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
+    """The records file holds OA/DN records only, each with a request and probes; PIQA is stored apart, once,
+    under `shared` (no sentinel record carries it); a file without that section is refused by name."""
+    path = tmp_path / "locality.json"
+    common.save_records(path, "locality", locality.select(tiny_gptj_lm, RAW_ROOT, CONFIG), CONFIG.model_dump())
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    assert set(payload["shared"]) == {"piqa"} and len(payload["shared"]["piqa"]) == 4
+    for record in payload["records"]:
+        assert record["column"] in ("OA", "DN") and record["request"] is not None and record["probes"]
+        assert "piqa" not in record
+    del payload["shared"]
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    with pytest.raises(ValueError, match="locality.json: no 'shared' section"):
+        common.load_records(path, locality.RECORD_TYPE)
 
 
 def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
     lm = tiny_gptj_lm
-    records = locality.select(lm, RAW_ROOT, CONFIG)
-    cases = locality.edit_cases(records)
-    assert [c.case_id for c in cases] == [f"{r.column}/{r.case_id}" for r in records[:-1]]  # no case for OT
+    selection = locality.select(lm, RAW_ROOT, CONFIG)
+    cases = locality.edit_cases(selection)
+    assert [c.case_id for c in cases] == [f"{r.column}/{r.case_id}" for r in selection.records]
     assert len({c.case_id for c in cases}) == len(cases) == 4
-    assert all(c.base is None and c.requests == (r.request,) for c, r in zip(cases, records))
+    assert all(c.base is None and c.requests == (r.request,) for c, r in zip(cases, selection.records, strict=True))
 
-    pre = locality.pre_scores(lm, records)
+    pre = locality.pre_scores(lm, selection)
     common.save_pre(tmp_path / "pre", pre)
     pre = common.load_pre(tmp_path / "pre")
     assert set(pre.tensors) == {c.case_id for c in cases}
     # the unedited PIQA log-likelihoods match independent, unbatched forward passes
-    piqa = records[-1].piqa
+    piqa = selection.piqa
     hits = []
     for item, stored in zip(piqa, pre.values["piqa_logliks"], strict=True):
         context = f"Question: {item.goal}\nAnswer:"
@@ -79,12 +98,16 @@ def test_suite_end_to_end(tiny_gptj_lm: LoadedModel, tmp_path: Path) -> None:
 
     deltas = _build_deltas(lm, cases, FT_HPARAMS)
     before = snapshot(lm.model)
-    metrics = locality.evaluate(lm, records, deltas, pre).metrics
+    evaluation = locality.evaluate(lm, selection, deltas, pre)
+    metrics = evaluation.metrics
     assert changed_tensors(lm.model, before) == set()  # every delta reverted
     assert {"OA", "DN", "OT", "OT_pre", "cases"} <= set(metrics) <= {"OA", "DN", "OT", "OT_pre", "OT_ratio", "cases"}
     assert all(0.0 <= metrics[k] <= 100.0 for k in ("OA", "DN", "OT", "OT_pre"))
     assert metrics["OT_pre"] == pytest.approx(100 * sum(hits) / len(hits))
     assert metrics["cases"] == 4.0
+    # every per-record row belongs to an edited record; OT has one row per edit, behind its interval
+    assert {r["case"] for r in evaluation.records} == {c.case_id for c in cases}
+    assert sorted(r["case"] for r in evaluation.records if r["metric"] == "OT") == sorted(c.case_id for c in cases)
 
 
 def test_a_null_edit_keeps_every_argmax(tiny_gptj_lm: LoadedModel) -> None:

@@ -102,9 +102,25 @@ def load_pre(directory: Path) -> PreScores:
     return PreScores(values, load_tensors(directory / TENSORS_FILE)[0])
 
 
-def save_records(path: Path, suite: str, records: Sequence[Any], selection: dict[str, Any]) -> None:
-    """Write a suite's selected records (dataclasses) with how they were selected."""
-    write_json(path, {"suite": suite, "selection": selection, "records": [dataclasses.asdict(r) for r in records]})
+class Selection:
+    """A suite's selected records with a suite-level part that every record is scored with (locality's PIQA
+    subsample), for a suite whose functions take more than its records. Subclasses are frozen dataclasses
+    with a `records` field; `save_records` stores the other fields apart, under `shared`, so that every
+    stored record is a real one."""
+
+    records: Sequence[Any]
+
+
+def save_records(path: Path, suite: str, records: Sequence[Any] | Selection, selection: dict[str, Any]) -> None:
+    """Write a suite's selected records (dataclasses) with how they were selected, and a `Selection`'s shared part."""
+    payload: dict[str, Any] = {"suite": suite, "selection": selection}
+    if isinstance(records, Selection):
+        shared = dataclasses.asdict(records)  # type: ignore[call-overload]
+        payload["records"] = shared.pop("records")
+        payload["shared"] = shared
+    else:
+        payload["records"] = [dataclasses.asdict(r) for r in records]
+    write_json(path, payload)
 
 
 def from_plain(kind: Any, value: Any) -> Any:
@@ -129,9 +145,14 @@ def from_plain(kind: Any, value: Any) -> Any:
     return value
 
 
-def load_records(path: Path, record_type: type[R]) -> list[R]:
-    """Read records written by `save_records` back into their dataclass (nested ones included)."""
+def load_records(path: Path, record_type: type[R]) -> list[R] | Any:
+    """Read records written by `save_records` back into their dataclass (nested ones included); for a
+    `Selection` type, the selection with its shared part."""
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(record_type, type) and issubclass(record_type, Selection):
+        if "shared" not in payload:
+            raise ValueError(f"{path}: no 'shared' section; {record_type.__name__} needs one (re-run the select stage)")
+        return from_plain(record_type, {"records": payload["records"], **payload["shared"]})
     return [from_plain(record_type, raw) for raw in payload["records"]]
 
 

@@ -29,7 +29,8 @@ class Suite(Protocol):
 
     #: The schema of the suite's `suites.<suite>` block.
     Config: type[SuiteConfig]
-    #: The type of one selected record, as `data/suites/<suite>.json` stores it.
+    #: The type of one selected record, as `data/suites/<suite>.json` stores it; or, for a suite whose records
+    #: share a suite-level part, its `common.Selection` (what `select` returns and the functions take).
     RECORD_TYPE: type
     #: One paragraph on what is measured and how, printed under the tables.
     PROTOCOL: str

@@ -6,8 +6,8 @@ Yao et al.'s OA and DN files exist only in EasyEdit's Google Drive bundle, so bo
 (`"{rewrite prompt} {target_new}. " + neighbourhood prompt`, continued with the neighbours' true object).
 Each OA and DN record is edited alone and reverted; its probes score LocAgree against the unedited argmax
 ids (computed once, in `pre_scores`). After every edit the model also answers a fixed, seeded PIQA
-subsample (`piqa_size` items; one record of column "OT" carries them and asks for no edit): OT is the
-accuracy averaged over the edits, OT_pre the unedited accuracy.
+subsample (`piqa_size` items, the selection's shared part: `LocalitySelection.piqa`, stored apart from the
+records): OT is the accuracy averaged over the edits, OT_pre the unedited accuracy.
 
 OA records whose zsRE question does not contain the subject (3 of 1,304) are left out: the locate-then-edit
 methods need the subject marked in the edit prompt.
@@ -42,9 +42,8 @@ from kepitfalls.models.loading import LoadedModel
 from kepitfalls.schema import Section
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.scoring.primitives import TeacherForced, teacher_forced
-from kepitfalls.suites.common import EditCase, PreScores, SuiteConfig, applied, select_records
+from kepitfalls.suites.common import EditCase, PreScores, Selection, SuiteConfig, applied, select_records
 
-OT = "OT"
 BATCH = 16  # PIQA solutions reach ~100 tokens: keeps a batch's logits under ~0.5 GB on a 50k vocabulary
 
 
@@ -75,13 +74,12 @@ PROTOCOL = (
 
 @dataclass(frozen=True)
 class LocalityRecord:
-    """An OA or DN edit with its probes, or (column "OT", no request) the PIQA subsample every edit is scored on."""
+    """An OA or DN edit with its probes."""
 
-    column: str  # "OA", "DN" or "OT"
+    column: str  # "OA" or "DN"
     case_id: int
-    request: EditRequest | None
+    request: EditRequest
     probes: tuple[Probe, ...] = ()  # answers are teacher-forcing text only; LocAgree never compares against them
-    piqa: tuple[PiqaRecord, ...] = ()
     constructed: bool = True
 
     @property
@@ -89,7 +87,18 @@ class LocalityRecord:
         return f"{self.column}/{self.case_id}"
 
 
-RECORD_TYPE = LocalityRecord
+@dataclass(frozen=True)
+class LocalitySelection(Selection):
+    """The OA/DN records, each edited alone, and the PIQA subsample every edit is re-scored on (OT)."""
+
+    records: tuple[LocalityRecord, ...]
+    piqa: tuple[PiqaRecord, ...]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+RECORD_TYPE = LocalitySelection
 
 
 def _editable(request: EditRequest) -> bool:
@@ -111,31 +120,19 @@ def _pool(raw_root: Path, files: dict[str, str], column: str) -> list[LocalityRe
     return [r for r in built if _editable(r.request)]
 
 
-def select(lm: LoadedModel, raw_root: Path, config: Config) -> list[LocalityRecord]:
-    """A seeded subset of `subset_size` records per column (OA, DN), then the seeded PIQA subsample as one OT record."""
+def select(lm: LoadedModel, raw_root: Path, config: Config) -> LocalitySelection:
+    """A seeded subset of `subset_size` records per column (OA, DN), and the seeded PIQA subsample."""
     files = config.files.model_dump()
     records: list[LocalityRecord] = []
     for column in COLUMNS:
         records.extend(select_records(lm, _pool(raw_root, files, column), config, lambda r: [r.request]))
-    piqa = select_subset(load_piqa(raw_root / files[OT]), config.piqa_size, config.seed)
-    records.append(LocalityRecord(OT, 0, None, piqa=tuple(piqa)))
-    return records
+    piqa = select_subset(load_piqa(raw_root / config.files.OT), config.piqa_size, config.seed)
+    return LocalitySelection(tuple(records), tuple(piqa))
 
 
-def _edited(records: list[LocalityRecord]) -> list[LocalityRecord]:
-    return [r for r in records if r.request is not None]
-
-
-def _piqa(records: list[LocalityRecord]) -> tuple[PiqaRecord, ...]:
-    found = [r.piqa for r in records if r.column == OT]
-    if len(found) != 1:
-        raise ValueError(f"expected one {OT} record holding the PIQA subsample, found {len(found)}")
-    return found[0]
-
-
-def edit_cases(records: list[LocalityRecord]) -> list[EditCase]:
-    """One independent edit per OA/DN record; the OT record asks for none."""
-    return [EditCase(r.key, (r.request,)) for r in _edited(records)]
+def edit_cases(selection: LocalitySelection) -> list[EditCase]:
+    """One independent edit per OA/DN record."""
+    return [EditCase(r.key, (r.request,)) for r in selection.records]
 
 
 def _forced(lm: LoadedModel, pairs: Sequence[tuple[str, str]]) -> list[TeacherForced]:
@@ -164,10 +161,10 @@ def _piqa_logliks(lm: LoadedModel, piqa: Sequence[PiqaRecord]) -> list[tuple[flo
     return [(sums[k], sums[k + 1]) for k in range(0, len(sums), 2)]
 
 
-def pre_scores(lm: LoadedModel, records: list[LocalityRecord]) -> PreScores:
+def pre_scores(lm: LoadedModel, selection: LocalitySelection) -> PreScores:
     """The unedited argmax ids of every probe (one tensor per record, probes concatenated) and PIQA log-likelihoods."""
-    tensors = {r.key: torch.tensor([i for ids in _argmax_ids(lm, r) for i in ids], dtype=torch.long) for r in _edited(records)}
-    return PreScores(values={"piqa_logliks": _piqa_logliks(lm, _piqa(records))}, tensors=tensors)
+    tensors = {r.key: torch.tensor([i for ids in _argmax_ids(lm, r) for i in ids], dtype=torch.long) for r in selection.records}
+    return PreScores(values={"piqa_logliks": _piqa_logliks(lm, selection.piqa)}, tensors=tensors)
 
 
 def _edit_scores(lm: LoadedModel, record: LocalityRecord, pre_ids: torch.Tensor, piqa: Sequence[PiqaRecord]) -> EditScores:
@@ -183,10 +180,9 @@ def _edit_scores(lm: LoadedModel, record: LocalityRecord, pre_ids: torch.Tensor,
     return EditScores(record.column, tuple(agreement), accuracy)
 
 
-def items(records: list[LocalityRecord]) -> list[tuple[LocalityRecord, tuple[PiqaRecord, ...]]]:
+def items(selection: LocalitySelection) -> list[tuple[LocalityRecord, tuple[PiqaRecord, ...]]]:
     """What `score` takes, one at a time: each OA/DN record with the PIQA subsample it is re-scored on."""
-    piqa = _piqa(records)
-    return [(record, piqa) for record in _edited(records)]
+    return [(record, selection.piqa) for record in selection.records]
 
 
 def score(
@@ -200,16 +196,16 @@ def score(
 
 
 def summarise(
-    lm: LoadedModel, records: list[LocalityRecord], scored: list[tuple[EditScores, dict[str, list[float]]]], pre: PreScores
+    lm: LoadedModel, selection: LocalitySelection, scored: list[tuple[EditScores, dict[str, list[float]]]], pre: PreScores
 ) -> Evaluation:
     """OA, DN, OT, OT_pre, OT_ratio and the diagnostics, with per-edit rows."""
     edits, diagnostics = [e for e, _ in scored], [d for _, d in scored]
-    labels = [item.label for item in _piqa(records)]
+    labels = [item.label for item in selection.piqa]
     ot_pre = piqa_accuracy([tuple(pair) for pair in pre.values["piqa_logliks"]], labels)
-    keys = [r.key for r in _edited(records)]
+    keys = [r.key for r in selection.records]
     return Evaluation(locality_metrics(edits, ot_pre), locality_records(edits, keys)).with_diagnostics(keys, diagnostics)
 
 
-def evaluate(lm: LoadedModel, records: list[LocalityRecord], deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
+def evaluate(lm: LoadedModel, selection: LocalitySelection, deltas: Mapping[str, Delta], pre: PreScores) -> Evaluation:
     """Every OA/DN record scored in turn (`score`), then summarised (`summarise`); the stages fan `score` out."""
-    return summarise(lm, records, [score(lm, item, deltas, pre) for item in items(records)], pre)
+    return summarise(lm, selection, [score(lm, item, deltas, pre) for item in items(selection)], pre)
