@@ -216,8 +216,8 @@ def finetune_counterfactual(
 
 def load_counterfactual(model: nn.Module, path: Path) -> nn.Module:
     """A model of `model`'s architecture holding the fine-tuned parameters at `path`, in `model`'s dtype and on
-    its device, in eval mode. Built from the config (with the global RNG left as it was), so nothing attached
-    to `model` (memory, router) is copied."""
+    its device, in eval mode, with its generation settings. Built from the config (with the global RNG left as
+    it was), so nothing attached to `model` (memory, router) is copied."""
     tensors, _ = load_tensors(path)
     with torch.random.fork_rng(devices=[]):
         counterfactual = type(model)(model.config)
@@ -228,6 +228,7 @@ def load_counterfactual(model: nn.Module, path: Path) -> nn.Module:
     with torch.no_grad():
         for name, parameter in parameters.items():
             parameter.copy_(tensors[name])
+    counterfactual.generation_config = copy.deepcopy(model.generation_config)  # greedy decoding as the base model's
     return counterfactual.to(device=model.device, dtype=model.dtype).eval()
 
 
