@@ -185,7 +185,7 @@ def route(model: nn.Module, tokenizer: Any, prompts: Sequence[str], primitive: s
     if other is None:
         return [Routed(runner(model), range(len(prompts)), [prompt if text is None else text for prompt, text in zip(prompts, rewritten)])]
     taken = [i for i, text in enumerate(rewritten) if text is not None]
-    asked = [Routed(runner(model), range(len(prompts)), prompts)] if len(taken) < len(prompts) else []
+    asked = [Routed(model, range(len(prompts)), prompts)] if len(taken) < len(prompts) else []  # no prefix: as asked
     return [*asked, *([Routed(runner(other), taken, [rewritten[i] for i in taken])] if taken else [])]
 
 
