@@ -171,7 +171,7 @@ def test_checkpoints_record_what_installed_components_report_on_each_tasks_promp
 def serac(tmp_path: Path, encoder_dir: Path) -> SERAC:  # noqa: F811
     write_json(tmp_path / CLASSIFIER_FILE, {"encoder": "all-minilm-l6-v2", "scale": 1.455})
     hparams = SERACHparams(encoder="all-minilm-l6-v2", train_file="unused.json", holdout=1, steps=1, lr=0.1,
-                           classifier="frozen_scale", finetune_steps=1, finetune_lr=1e-5, finetune_batch=1, counterfactual="freeze_cntr", seed=0)
+                           classifier="frozen_scale", finetune_steps=1, finetune_lr=1e-5, finetune_batch=1, counterfactual="freeze_cntr", cntr_steps=1, cntr_lr=1e-5, cntr_batch=1, seed=0)
     serac = SERAC(hparams, Artifacts(method_dir=tmp_path))
     serac.__dict__["_encoder"] = SentenceEncoder(encoder_dir)  # the fixture's files, not the workspace's
     return serac

@@ -7,14 +7,14 @@ from typing import Any, Sequence
 import pytest
 import torch
 
-from fixtures_models import single_thread, tiny_lm  # noqa: F401
+from fixtures_models import build_tiny, single_thread, tiny_lm  # noqa: F401
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, MemoryDelta
 from kepitfalls.general.generation import greedy
 from kepitfalls.metrics.records import diagnostic_metrics
 from kepitfalls.scoring.diagnostics import prompt_diagnostics
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.scoring import primitives as P
-from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, PrefixCachedModel, Router, installed, route, routing_metrics
+from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, NoRouterError, PrefixCachedModel, Router, in_order, installed, route, routing_metrics
 
 PROMPTS = ["The Eiffel Tower is located in", "Danielle Darrieux's mother tongue is"]
 TARGETS = ["Rome", "English"]
@@ -41,11 +41,11 @@ def _scores(lm: LoadedModel, prompts: Sequence[str]) -> tuple[list[P.TeacherForc
 
 
 def test_empty_memory_leaves_prompts_as_they_are(tiny_lm: LoadedModel) -> None:
-    model, prompts = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
-    assert model is tiny_lm.model and prompts is PROMPTS
+    (group,) = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
+    assert group.model is tiny_lm.model and group.prompts is PROMPTS and list(group.positions) == [0, 1]
     with installed(tiny_lm.model, PrefixRouter()):
-        model, prompts = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
-        assert model is tiny_lm.model and prompts is PROMPTS
+        (group,) = route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, "teacher_forced")
+        assert group.model is tiny_lm.model and group.prompts is PROMPTS
 
 
 def test_every_primitive_scores_the_rewritten_prompt(tiny_lm: LoadedModel) -> None:
@@ -70,13 +70,54 @@ def test_every_primitive_scores_the_rewritten_prompt(tiny_lm: LoadedModel) -> No
     }
 
 
+class ScorerRouter(PrefixRouter):
+    """PrefixRouter whose rewritten prompts another model scores."""
+
+    def __init__(self, other: torch.nn.Module) -> None:
+        super().__init__()
+        self.other = other
+
+    def scorer(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        return self.other
+
+
+def test_a_router_naming_a_scorer_sends_it_the_rewritten_prompts_and_keeps_the_others_bit_identical(tiny_lm: LoadedModel) -> None:
+    other = build_tiny(tiny_lm.name, seed=1)
+    fact = "New Fact: The Eiffel Tower is in Rome.\n"
+    prompts = [PROMPTS[1], PROMPTS[0], "The Eiffel Tower's height is"]
+    targets = [TARGETS[1], TARGETS[0], "tall"]
+
+    def scores(lm: LoadedModel, asked: list[str], wanted: list[str]) -> tuple:
+        return (P.teacher_forced(lm.model, lm.tokenizer, asked, wanted), P.next_token_logprobs(lm.model, lm.tokenizer, asked),
+                P.greedy_generate(lm.model, lm.tokenizer, asked, max_new_tokens=3), greedy(lm, asked, 3, 2))
+
+    plain, direct = scores(tiny_lm, prompts, targets), scores(other, [fact + prompts[1], fact + prompts[2]], targets[1:])
+    delta = _delta(fact)
+    with installed(tiny_lm.model, ScorerRouter(other.model)):
+        delta.apply(tiny_lm.model)
+        try:
+            groups = route(tiny_lm.model, tiny_lm.tokenizer, prompts, "teacher_forced")
+            routed = scores(tiny_lm, prompts, targets)
+        finally:
+            delta.revert(tiny_lm.model)
+    assert [(g.model, list(g.positions), list(g.prompts)) for g in groups] == [
+        (tiny_lm.model, [0, 1, 2], prompts), (other.model, [1, 2], [fact + prompts[1], fact + prompts[2]])]
+    assert routed[0][0] == plain[0][0] and routed[0][1:] == direct[0] and routed[0][1:] != plain[0][1:]
+    assert torch.equal(routed[1][0], plain[1][0]) and torch.equal(routed[1][1:], direct[1])
+    assert routed[2][0] == plain[2][0] and routed[2][1:] == direct[2]
+    assert routed[3][0] == plain[3][0] and [g.new for g in routed[3][1:]] == [g.new for g in direct[3]]
+    assert routed[3][1].full.endswith(routed[3][1].new) and fact not in routed[3][1].full  # shows the prompt as asked
+    with pytest.raises(ValueError, match="1 results for 2 routed prompts"):
+        in_order(groups, [["a", "b", "c"], ["d"]])
+
+
 def test_revert_leaves_no_router_and_bit_identical_scores(tiny_lm: LoadedModel) -> None:
     before = _scores(tiny_lm, PROMPTS)
     first, second = _delta("A. "), _delta("B. ")
     with installed(tiny_lm.model, PrefixRouter()):
         first.apply(tiny_lm.model)
         second.apply(tiny_lm.model)
-        assert route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS[:1], "teacher_forced")[1] == ["A. B. " + PROMPTS[0]]  # oldest first
+        assert route(tiny_lm.model, tiny_lm.tokenizer, PROMPTS[:1], "teacher_forced")[0].prompts == ["A. B. " + PROMPTS[0]]  # oldest first
         second.revert(tiny_lm.model)
         first.revert(tiny_lm.model)
     assert not getattr(tiny_lm.model, MEMORY_ATTRIBUTE)
@@ -130,7 +171,8 @@ def test_a_cached_prefix_gives_the_uncached_scores(tiny_lm: LoadedModel, fact: s
     with installed(tiny_lm.model, SharedPrefixRouter()):
         delta.apply(tiny_lm.model)
         try:
-            runner, _ = route(tiny_lm.model, tiny_lm.tokenizer, prompts, "teacher_forced")
+            (group,) = route(tiny_lm.model, tiny_lm.tokenizer, prompts, "teacher_forced")
+            runner = group.model
             routed = _scores(tiny_lm, prompts)
         finally:
             delta.revert(tiny_lm.model)

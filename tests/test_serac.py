@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from fixtures_encoder import encoder_dir  # noqa: F401
-from fixtures_models import single_thread, tiny_lm  # noqa: F401
+from fixtures_models import single_thread, tiny_lm, tiny_llama_lm  # noqa: F401
 from kepitfalls.atomic import write_json
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE
 from kepitfalls.encoder import SentenceEncoder
 from kepitfalls.methods.SERAC import (
-    CLASSIFIER_FILE, ENCODER_DIR, SERAC, SERACHparams, accuracy, balanced_bce, finetune_encoder, fit_scale, pair_distances,
+    CLASSIFIER_FILE, COUNTERFACTUAL_FILE, ENCODER_DIR, SERAC, SERACHparams, accuracy, balanced_bce, counterfactual_examples,
+    counterfactual_loss, finetune_counterfactual, finetune_encoder, fit_scale, pair_distances,
 )
 from kepitfalls.methods.base import Artifacts
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.requests import EditRequest
 from kepitfalls.scoring import primitives as P
 from kepitfalls.scoring.router import ROUTER_ATTRIBUTE, installed, routing_metrics
+from kepitfalls.tensorfile import load_tensors
 
 EDIT = EditRequest("{} is located in the city of", "The Eiffel Tower", "Rome", "Paris")
 PROMPTS = [
@@ -30,7 +35,7 @@ PROMPTS = [
     "Danielle Darrieux's mother tongue is",  # unrelated
 ]
 HPARAMS = SERACHparams(encoder="all-minilm-l6-v2", train_file="zsre_mend_train-1k.json", holdout=200, steps=300,
-                       lr=0.05, classifier="frozen_scale", finetune_steps=1, finetune_lr=1e-5, finetune_batch=1, counterfactual="freeze_cntr", seed=0)
+                       lr=0.05, classifier="frozen_scale", finetune_steps=1, finetune_lr=1e-5, finetune_batch=1, counterfactual="freeze_cntr", cntr_steps=1, cntr_lr=1e-5, cntr_batch=1, seed=0)
 
 
 def _serac(tmp_path: Path, encoder_dir: Path, scale: float = 1.455) -> SERAC:  # noqa: F811
@@ -137,6 +142,70 @@ def test_finetuning_lowers_the_balanced_bce_of_the_training_pairs(encoder_dir: P
     assert loss() < before
 
 
-def test_a_finetuned_counterfactual_model_is_refused_naming_the_option() -> None:
-    with pytest.raises(NotImplementedError, match="counterfactual.*finetuned.*not implemented"):
-        SERACHparams.model_validate({**HPARAMS.model_dump(), "counterfactual": "finetuned"})
+def test_finetuning_the_counterfactual_model_lowers_its_loss_on_the_answers(tiny_llama_lm: LoadedModel) -> None:  # noqa: F811
+    records = [SimpleNamespace(src=f"Where was Person {i} born?", alt=city, rephrase=f"What is the birthplace of Person {i}?")
+               for i, city in enumerate(["Paris", "Rome", "Oslo", "Lisbon"])]
+    examples = counterfactual_examples(records)
+    assert examples[1] == ("Where was Person 1 born? Rome What is the birthplace of Person 1?", "Rome")
+    model = copy.deepcopy(tiny_llama_lm.model).requires_grad_(True)
+    with torch.no_grad():
+        before = float(counterfactual_loss(model, tiny_llama_lm.tokenizer, examples))
+    losses = finetune_counterfactual(model, tiny_llama_lm.tokenizer, examples, steps=5, lr=1e-3, batch=4, rng=random.Random(0))
+    with torch.no_grad():
+        after = float(counterfactual_loss(model, tiny_llama_lm.tokenizer, examples))
+    assert losses[0] == pytest.approx(before) and after < before
+    with pytest.raises(ValueError, match="loss is nan at step 0; lower cntr_lr"):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        finetune_counterfactual(model, tiny_llama_lm.tokenizer, examples, steps=1, lr=1e-3, batch=4, rng=random.Random(0))
+
+
+def test_a_finetuned_counterfactual_model_scores_the_routed_prompts_and_the_base_model_the_rest(
+    tiny_lm: LoadedModel, tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    from kepitfalls import layout
+
+    _zsre(tmp_path / "raw", 12)
+    monkeypatch.setattr(layout, "raw_root", lambda: tmp_path / "raw")
+    monkeypatch.setattr(layout, "encoder_dir", lambda name: encoder_dir)
+    hparams = HPARAMS.model_copy(update={"train_file": "train.json", "holdout": 4, "steps": 5, "counterfactual": "finetuned",
+                                         "cntr_steps": 3, "cntr_lr": 1e-3, "cntr_batch": 4})
+    out = tmp_path / "SERAC"
+    out.mkdir()
+    prepared = SERAC(hparams, Artifacts(method_dir=out))
+    prepared.__dict__["_encoder"] = SentenceEncoder(encoder_dir)
+    figures = prepared.prepare(tiny_lm, None, out)  # type: ignore[arg-type]
+    assert math.isfinite(figures["cntr_last_loss"]) and figures["cntr_bytes"] == (out / COUNTERFACTUAL_FILE).stat().st_size
+    assert (out / COUNTERFACTUAL_FILE) in prepared.upstream_files()
+    write_json(out / CLASSIFIER_FILE, {"encoder": "all-minilm-l6-v2", "scale": 1.455})  # the scale that routes PROMPTS[:2]
+    method = SERAC(hparams, Artifacts(method_dir=out))
+    method.__dict__["_encoder"] = SentenceEncoder(encoder_dir)
+
+    tuned = copy.deepcopy(tiny_lm.model)
+    tuned.load_state_dict(load_tensors(out / COUNTERFACTUAL_FILE)[0], strict=False)
+    targets = ["Rome", "Rome", "French"]
+    counterfactual = [f"The Eiffel Tower is located in the city of Rome {p}" for p in PROMPTS[:2]]
+
+    def scores(model: torch.nn.Module, prompts: list[str]) -> tuple:
+        return (P.teacher_forced(model, tiny_lm.tokenizer, prompts, targets[: len(prompts)]),
+                P.next_token_logprobs(model, tiny_lm.tokenizer, prompts),
+                P.greedy_generate(model, tiny_lm.tokenizer, prompts, max_new_tokens=3),
+                [s.forced for s in P.score_prompts(model, tiny_lm.tokenizer, prompts, [[t] for t in targets[: len(prompts)]])])
+
+    before, direct, frozen = scores(tiny_lm.model, PROMPTS), scores(tuned, counterfactual), scores(tiny_lm.model, counterfactual)
+    delta = method.edit(tiny_lm, [EDIT])
+    with installed(tiny_lm.model, method.router()):
+        delta.apply(tiny_lm.model)
+        try:
+            after = scores(tiny_lm.model, PROMPTS)
+        finally:
+            delta.revert(tiny_lm.model)
+    assert after[0][:2] == direct[0] and after[0][:2] != frozen[0] and after[0][2] == before[0][2]
+    assert torch.equal(after[1][:2], direct[1]) and not torch.equal(after[1][:2], frozen[1]) and torch.equal(after[1][2], before[1][2])
+    assert after[2][:2] == direct[2] and after[2][2] == before[2][2]
+    assert after[3][:2] == direct[3] and after[3][2] == before[3][2]
+    assert not getattr(tiny_lm.model, MEMORY_ATTRIBUTE) and not hasattr(tiny_lm.model, ROUTER_ATTRIBUTE)
+    restored = scores(tiny_lm.model, PROMPTS)
+    assert restored[0] == before[0] and torch.equal(restored[1], before[1]) and restored[2:] == before[2:]
+
+

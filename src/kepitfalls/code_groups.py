@@ -32,10 +32,11 @@ _FANOUT = ["src/kepitfalls/suites/__init__.py", "src/kepitfalls/workers.py", "sr
 #: Stage kind -> the files its digest covers.
 GROUPS: dict[str, list[str]] = {
     # MEND's editor (MEND and MEND_untrained) is built by MEND's code, which every prepare@ lists: a matrix stage
-    # cannot vary its deps per method (the other methods' outputs do not change)
+    # cannot vary its deps per method (the other methods' outputs do not change); SERAC's fine-tuned
+    # counterfactual model is trained on the scoring's tokenisation (tokens.py)
     "prepare": [
         "stages/prepare.py", "src/kepitfalls/prepare/templates.py", "src/kepitfalls/methods/base.py",
-        "src/kepitfalls/methods/MEND.py", "src/kepitfalls/mend",
+        "src/kepitfalls/methods/MEND.py", "src/kepitfalls/mend", "src/kepitfalls/tokens.py",
     ],
     "pre": [
         "stages/pre.py", "src/kepitfalls/suites/common.py", "src/kepitfalls/scoring", "src/kepitfalls/models",

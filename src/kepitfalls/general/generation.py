@@ -8,19 +8,20 @@ pad strings at the start of the text and multiplies the cost.
 
 The prompts pass through the memory router first (`scoring.router.route`), as every scoring primitive's do:
 under a memory method's memory the model continues the routed text (IKE's demonstrations and facts before
-the task prompt, SERAC's matched edit where the prompt is in scope), reusing a shared prefix's keys and
-values; `full` still shows the task prompt, not what the router put before it.
+the task prompt, SERAC's matched edit where the prompt is in scope, on its counterfactual model where it has
+one), reusing a shared prefix's keys and values; `full` still shows the task prompt, not what the router put
+before it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from kepitfalls.general.generated import Generation
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.scoring.router import route
+from kepitfalls.scoring.router import in_order, route
 from kepitfalls.tokens import padded, prompt_ids
 
 
@@ -31,8 +32,13 @@ def greedy(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch_s
     Prompts are sorted by length within the call order so a batch pads little; results come back in the
     prompts' order. Finished rows are padded with EOS by `generate`, as in Gu et al.'s runs.
     """
+    groups = route(lm.model, lm.tokenizer, prompts, "generate")
+    return in_order(groups, [_greedy(g.model, lm, [prompts[i] for i in g.positions], g.prompts, max_new_tokens, batch_size) for g in groups])
+
+
+def _greedy(model: Any, lm: LoadedModel, prompts: Sequence[str], routed: Sequence[str], max_new_tokens: int, batch_size: int) -> list[Generation]:
+    """`greedy` on prompts already routed: `model` continues `routed`, `full` shows the prompts as asked."""
     tokenizer = lm.tokenizer
-    model, routed = route(lm.model, tokenizer, prompts, "generate")
     shown = [prompt_ids(tokenizer, p) for p in prompts]
     encoded = [prompt_ids(tokenizer, p) for p in routed]
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))

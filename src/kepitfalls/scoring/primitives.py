@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from kepitfalls.scoring.router import route
+from kepitfalls.scoring.router import in_order, route
 from kepitfalls.tokens import padded, prompt_ids, target_ids
 
 DEFAULT_BATCH = 32
@@ -136,8 +136,8 @@ def score_prompts(
     each prompt computed once (`batch_size` prompts per pass); the prompts are routed first (`route`)."""
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} target lists")
-    model, prompts = route(model, tokenizer, prompts, "score_prompts")
-    return _score_prompts(model, tokenizer, prompts, targets, batch_size)
+    groups = route(model, tokenizer, prompts, "score_prompts")
+    return in_order(groups, [_score_prompts(g.model, tokenizer, g.prompts, [targets[i] for i in g.positions], batch_size) for g in groups])
 
 
 def teacher_forced(
@@ -151,7 +151,12 @@ def teacher_forced(
     batch share is computed once (`score_prompts`, on the prompts routed once here)."""
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
-    model, prompts = route(model, tokenizer, prompts, "teacher_forced")
+    groups = route(model, tokenizer, prompts, "teacher_forced")
+    return in_order(groups, [_teacher_forced(g.model, tokenizer, g.prompts, [targets[i] for i in g.positions], batch_size) for g in groups])
+
+
+def _teacher_forced(model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], targets: Sequence[str], batch_size: int) -> list[TeacherForced]:
+    """`teacher_forced` on prompts already routed."""
     results: list[TeacherForced] = []
     for start in _batches(len(prompts), batch_size):
         chunk = list(zip(prompts[start : start + batch_size], targets[start : start + batch_size]))
@@ -178,8 +183,9 @@ def next_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
     """log P(· | prompt) over the vocabulary at the last prompt position, shape (len(prompts), |V|)."""
-    model, prompts = route(model, tokenizer, prompts, "next_token")
-    return torch.stack([s.next_token for s in _score_prompts(model, tokenizer, prompts, [()] * len(prompts), batch_size)])
+    groups = route(model, tokenizer, prompts, "next_token")
+    scored = in_order(groups, [_score_prompts(g.model, tokenizer, g.prompts, [()] * len(g.prompts), batch_size) for g in groups])
+    return torch.stack([s.next_token for s in scored])
 
 
 @torch.inference_mode()
@@ -191,7 +197,12 @@ def greedy_generate(
     batch_size: int = DEFAULT_BATCH,
 ) -> list[str]:
     """Greedy continuations, decoded from the new tokens only (never the prompt or padding)."""
-    model, prompts = route(model, tokenizer, prompts, "generate")
+    groups = route(model, tokenizer, prompts, "generate")
+    return in_order(groups, [_greedy_generate(g.model, tokenizer, g.prompts, max_new_tokens, batch_size) for g in groups])
+
+
+def _greedy_generate(model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """`greedy_generate` on prompts already routed."""
     texts: list[str] = []
     for start in _batches(len(prompts), batch_size):
         prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]

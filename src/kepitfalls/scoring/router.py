@@ -7,6 +7,15 @@ rewrites each prompt (demonstrations and facts prepended, the matched edit prepe
 prompt is out of scope). The router is the method's own (`EditMethod.router`), installed for the duration of
 an evaluation by `installed`; nothing here, in `suites/` or in `metrics/` knows which method it is.
 
+A router may also name the model that scores its rewritten prompts (`Router.scorer`; SERAC's fine-tuned
+counterfactual model): `route` then hands back two groups, each with its prompts' positions: every prompt as
+asked on the model itself, then the rewritten ones on the router's model, whose results replace those at
+their positions (`in_order`). The model itself scores all the prompts, not only the ones left to it, so those
+run in the very batches of an unedited run and keep its numbers to the last bit (a batch's size moves the
+last bits of its rows' logits); the routed prompts' share of that pass is the price. A router that names none
+gives one group, the model itself, in the callers' order, so its scores are what they were before routers
+could name a model.
+
 A router may also name a *shared prefix*, text that every rewritten prompt of the current memory starts
 with (IKE's demonstrations). `route` then hands the primitives a `PrefixCachedModel`: the prefix's keys and
 values are computed once per memory state and every batch whose rows all begin with the prefix's tokens runs
@@ -30,7 +39,8 @@ import copy
 from abc import ABC, abstractmethod
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -38,7 +48,9 @@ from torch import nn
 from kepitfalls.deltas.codecs import MEMORY_ATTRIBUTE, ROUTER_ATTRIBUTE, NoRouterError, no_router_error
 from kepitfalls.scoring.diagnostics import install, uninstall
 
-__all__ = ["ROUTER_ATTRIBUTE", "NoRouterError", "PrefixCachedModel", "Router", "installed", "route", "routing_metrics"]
+__all__ = ["ROUTER_ATTRIBUTE", "NoRouterError", "PrefixCachedModel", "Routed", "Router", "in_order", "installed", "route", "routing_metrics"]
+
+T = TypeVar("T")
 
 
 class Router(ABC):
@@ -59,6 +71,10 @@ class Router(ABC):
         if not memory:
             return {}
         return {"routed": [0.0 if text is None else 100.0 for text in self.rewrite(memory, prompts)]}
+
+    def scorer(self, model: nn.Module) -> nn.Module | None:
+        """The model that scores the rewritten prompts in place of `model`; None: `model` itself."""
+        return None
 
     def shared_prefix(self, memory: Sequence[Any]) -> str | None:
         """Text every rewritten prompt starts with under this memory, worth caching; None if there is none."""
@@ -133,12 +149,25 @@ class PrefixCachedModel:
         return self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
 
 
-def route(model: nn.Module, tokenizer: Any, prompts: Sequence[str], primitive: str) -> tuple[Any, Sequence[str]]:
-    """The model to run and the prompts a primitive should score: both unchanged (the same objects) when no
-    memory is applied; a `PrefixCachedModel` where the router names a shared prefix."""
+@dataclass(frozen=True)
+class Routed:
+    """Prompts a primitive scores on one model: the model (or a `PrefixCachedModel` of it), the texts to score,
+    and their positions in the caller's list."""
+
+    model: Any
+    positions: Sequence[int]
+    prompts: Sequence[str]
+
+
+def route(model: nn.Module, tokenizer: Any, prompts: Sequence[str], primitive: str) -> list[Routed]:
+    """The groups of prompts a primitive should score, each on its model: one group, the model and the prompts
+    unchanged (the same objects), when no memory is applied; one group on the model (a `PrefixCachedModel`
+    where the router names a shared prefix) with the rewritten texts in place; or, where the router names a
+    scorer of its own, every prompt as asked on the model (where any is left to it), then the rewritten ones
+    on that scorer."""
     memory = getattr(model, MEMORY_ATTRIBUTE, None)
     if not memory:
-        return model, prompts
+        return [Routed(model, range(len(prompts)), prompts)]
     router: Router | None = getattr(model, ROUTER_ATTRIBUTE, None)
     if router is None:
         raise no_router_error(sorted({getattr(delta, "method", "?") for delta in memory}))
@@ -148,8 +177,27 @@ def route(model: nn.Module, tokenizer: Any, prompts: Sequence[str], primitive: s
     router.seen[primitive] += len(prompts)
     router.routed[primitive] += sum(text is not None for text in rewritten)
     prefix = router.shared_prefix(memory)
-    runner = router.cached(model, tokenizer, prefix) if prefix else model
-    return runner, [prompt if text is None else text for prompt, text in zip(prompts, rewritten)]
+
+    def runner(scorer: nn.Module) -> Any:
+        return router.cached(scorer, tokenizer, prefix) if prefix else scorer
+
+    other = router.scorer(model)
+    if other is None:
+        return [Routed(runner(model), range(len(prompts)), [prompt if text is None else text for prompt, text in zip(prompts, rewritten)])]
+    taken = [i for i, text in enumerate(rewritten) if text is not None]
+    asked = [Routed(model, range(len(prompts)), prompts)] if len(taken) < len(prompts) else []  # no prefix: as asked
+    return [*asked, *([Routed(runner(other), taken, [rewritten[i] for i in taken])] if taken else [])]
+
+
+def in_order(groups: Sequence[Routed], results: Sequence[Sequence[T]]) -> list[T]:
+    """Each group's results (one per prompt, in the group's order) put back in the caller's order; a later
+    group's result replaces an earlier one's at the same position."""
+    placed: dict[int, T] = {}
+    for group, scored in zip(groups, results, strict=True):
+        if len(scored) != len(group.positions):
+            raise ValueError(f"{len(scored)} results for {len(group.positions)} routed prompts")
+        placed.update(zip(group.positions, scored))
+    return [placed[i] for i in range(len(placed))]
 
 
 @contextmanager
