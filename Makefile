@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 repro: $(STAMP)
-	. $(VENV)/bin/activate && dvc repro
+	. $(VENV)/bin/activate && python -m kepitfalls.warm around dvc repro
 
 test: $(STAMP)
 	. $(VENV)/bin/activate && python -m pytest -q -n auto --dist loadfile

@@ -138,7 +138,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, data_mirror: Path) -> Pa
     only_counterfact = {"counterfact": {**counterfact, "subset_size": 2}}
     set_params(root / "params.yaml", {**SMALL, ("suites",): only_counterfact, ("data", "mirror"): str(data_mirror)})
     commit_all(root)
-    run(["dvc", "repro"], root, timeout=1500)
+    run([sys.executable, "-m", "kepitfalls.warm", "around", "dvc", "repro"], root, timeout=1500)  # as `make repro`
     commit_all(root)
     return root
 
