@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -104,20 +105,27 @@ def _zsre(directory: Path, count: int) -> None:
     write_json(directory / "zsre" / "train.json", records)
 
 
-def test_the_finetuned_classifier_is_trained_saved_and_read_by_router_and_edits(
-    tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-) -> None:
+def _serac_on_zsre(tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch, **update: Any) -> tuple[SERAC, Path]:
+    """A SERAC with `update`d hyper-parameters on a 12-record zsRE training file, its prepare directory empty,
+    reading the test encoder."""
     from kepitfalls import layout
 
     _zsre(tmp_path / "raw", 12)
     monkeypatch.setattr(layout, "raw_root", lambda: tmp_path / "raw")
     monkeypatch.setattr(layout, "encoder_dir", lambda name: encoder_dir)
-    hparams = HPARAMS.model_copy(update={"train_file": "train.json", "holdout": 4, "steps": 50, "classifier": "finetuned",
-                                         "finetune_steps": 4, "finetune_lr": 1e-4, "finetune_batch": 4})
+    hparams = HPARAMS.model_copy(update={"train_file": "train.json", "holdout": 4, **update})
     out = tmp_path / "SERAC"
     out.mkdir()
     method = SERAC(hparams, Artifacts(method_dir=out))
     method.__dict__["_encoder"] = SentenceEncoder(encoder_dir)
+    return method, out
+
+
+def test_the_finetuned_classifier_is_trained_saved_and_read_by_router_and_edits(
+    tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    method, out = _serac_on_zsre(tmp_path, encoder_dir, monkeypatch, steps=50, classifier="finetuned", finetune_steps=4,
+                                 finetune_lr=1e-4, finetune_batch=4)
     figures = method.prepare(None, None, out)  # type: ignore[arg-type]
     assert figures["finetune_last_loss"] < figures["finetune_first_loss"]
     assert 0.0 <= figures["heldout_accuracy"] <= 1.0 and "frozen_heldout_accuracy" in figures
@@ -163,17 +171,9 @@ def test_finetuning_the_counterfactual_model_lowers_its_loss_on_the_answers(tiny
 def test_a_finetuned_counterfactual_model_scores_the_routed_prompts_and_the_base_model_the_rest(
     tiny_lm: LoadedModel, tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    from kepitfalls import layout
-
-    _zsre(tmp_path / "raw", 12)
-    monkeypatch.setattr(layout, "raw_root", lambda: tmp_path / "raw")
-    monkeypatch.setattr(layout, "encoder_dir", lambda name: encoder_dir)
-    hparams = HPARAMS.model_copy(update={"train_file": "train.json", "holdout": 4, "steps": 5, "counterfactual": "finetuned",
-                                         "cntr_steps": 3, "cntr_lr": 1e-3, "cntr_batch": 4})
-    out = tmp_path / "SERAC"
-    out.mkdir()
-    prepared = SERAC(hparams, Artifacts(method_dir=out))
-    prepared.__dict__["_encoder"] = SentenceEncoder(encoder_dir)
+    prepared, out = _serac_on_zsre(tmp_path, encoder_dir, monkeypatch, steps=5, counterfactual="finetuned", cntr_steps=3,
+                                   cntr_lr=1e-3, cntr_batch=4)
+    hparams = prepared.hparams
     figures = prepared.prepare(tiny_lm, None, out)  # type: ignore[arg-type]
     assert math.isfinite(figures["cntr_last_loss"]) and figures["cntr_bytes"] == (out / COUNTERFACTUAL_FILE).stat().st_size
     assert (out / COUNTERFACTUAL_FILE) in prepared.upstream_files()
