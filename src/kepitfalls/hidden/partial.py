@@ -27,6 +27,19 @@ def only_layers(model: nn.Module, arch: Architecture, start: int, stop: int) -> 
         setattr(parent, attr, full)
 
 
+@contextmanager
+def without_final_norm(lm: LoadedModel) -> Iterator[None]:
+    """Temporarily replace the final norm by the identity, so a partial forward returns a block's raw output."""
+    parent_name, attr = lm.arch.final_norm.rsplit(".", 1)
+    parent = get_module(lm.model, parent_name)
+    norm = getattr(parent, attr)
+    setattr(parent, attr, nn.Identity())
+    try:
+        yield
+    finally:
+        setattr(parent, attr, norm)
+
+
 def backbone(lm: LoadedModel) -> nn.Module:
     """The decoder without its LM head (`transformer` or `model`)."""
     return get_module(lm.model, lm.arch.layers.split(".")[0])

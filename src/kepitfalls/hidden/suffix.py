@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from kepitfalls.hidden.hooks import capture
-from kepitfalls.hidden.partial import backbone, only_layers
+from kepitfalls.hidden.partial import backbone, only_layers, without_final_norm
 from kepitfalls.models.loading import LoadedModel
 from kepitfalls.tokens import Batch
 
@@ -71,11 +71,20 @@ class SuffixStack:
         first block); a stack of one prompt runs any number of rows of it (KN's scaled copies).
         """
         suffix = self.suffix if suffix is None else suffix
-        start = self.start if start is None else start
+        return self._run(suffix, self.start if start is None else start, self.stop)
+
+    def block(self, suffix: torch.Tensor, layer: int) -> torch.Tensor:
+        """The output of block `layer` alone (no final norm) for suffix rows entering it: a caller that steps
+        through the blocks one at a time can change the batch between them (KN adds rows at every block)."""
+        with without_final_norm(self.lm):
+            return self._run(suffix, layer, layer + 1)
+
+    def _run(self, suffix: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks `start..stop-1` and the final norm on `suffix`, every block's cache reset to the prefixes'."""
         rows = suffix.shape[0]
         for layer, (keys, values) in zip(self.cache.layers[self.start : self.stop], self._saved):
             layer.keys, layer.values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
-        with only_layers(self.lm.model, self.lm.arch, start, self.stop):
+        with only_layers(self.lm.model, self.lm.arch, start, stop):
             return backbone(self.lm)(
                 inputs_embeds=suffix, attention_mask=None if self.mask_s is None else self.mask_s.expand(rows, -1, -1, -1),
                 position_ids=self.positions_s.expand(rows, -1), past_key_values=self.cache, use_cache=True,

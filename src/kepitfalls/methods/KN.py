@@ -8,8 +8,9 @@ Shared by every variant:
 - Attribution (`get_scores_for_layer`): for every layer, the integrated gradients of the probability (softmax,
   not log) of the attributed token w.r.t. the neurons at the prompt's last position,
       IG_i = a_i · Σ_k ∂P(α_k a)/∂a_i / steps,   α_k = linspace(0, 1, steps),
-  the other layers left as they are; the scaled copies run `batch_size` per forward pass (the reference
-  asserts `steps` is a multiple of `batch_size`; here it need not be).
+  the other layers left as they are; the reference runs the scaled copies `batch_size` per forward pass
+  (and asserts `steps` is a multiple of it); here `batch_size` only bounds the passes of the whole-prompt path
+  (see Speed) and changes no score.
 - Coarse neurons (`get_coarse_neurons`): score > `adaptive_threshold` × the prompt's maximum over all
   layers and neurons. Selection (`get_refined_neurons`): with `refine` false every coarse neuron of every
   prompt; with `refine` true those coarse in MORE than `p`·(number of prompts). `max_neurons` (not in the
@@ -56,9 +57,11 @@ by |a_i|·Δ, towards E[new] and away from E[pred] for every neuron.
 
 Speed: the blocks below each attributed layer run once per prompt, and the scaled passes run only the last
 token from the attributed block on, the earlier tokens' keys and values cached (architectures whose
-embeddings enter the residual unchanged; GPT-2 re-runs the whole prompt). Exact for every variant: both
-attributed activations are per-position. The delta stores only the changed slices (DenseDelta, indices on
-the raw parameter).
+embeddings enter the residual unchanged; GPT-2 re-runs the whole prompt, `batch_size` copies per pass).
+There every layer's copies go through the blocks in one sweep (the copies of layer l joining at block l), so
+each block runs once over all the rows that reach it: 1.9x faster than a pass per layer on SmolLM2 (5.5
+against 10.5 s per attributed token, one thread). Exact for every variant: both attributed activations are
+per-position. The delta stores only the changed slices (DenseDelta, indices on the raw parameter).
 """
 
 from __future__ import annotations
@@ -113,12 +116,15 @@ class Site:
 
 
 @contextmanager
-def replace_at(model: nn.Module, module_name: str, output: bool, position: int, values: torch.Tensor) -> Iterator[None]:
-    """Replace a module's input or output at one sequence position by `values` (batch × features) while open."""
+def replace_at(
+    model: nn.Module, module_name: str, output: bool, position: int, values: torch.Tensor, first_row: int = 0
+) -> Iterator[None]:
+    """Replace a module's input or output at one sequence position by `values` (rows × features) while open,
+    in the batch's rows from `first_row` on."""
 
     def replaced(x: torch.Tensor) -> torch.Tensor:
         x = x.clone()
-        x[:, position] = values.to(x.dtype)
+        x[first_row:, position] = values.to(x.dtype)
         return x
 
     module = get_module(model, module_name)
@@ -176,41 +182,75 @@ def attribution_scores(
     """Integrated gradients (layers × neurons at `site`) of the mean probability of `tokens` after `ids`.
 
     The mean over several tokens is EasyEdit's average of per-token scores at one prompt (IG is linear in
-    the attributed function). `fast` re-runs only the last token from each attributed block
-    (`SuffixStack`, the earlier tokens' keys and values cached) where that is exact; otherwise each scaled pass runs the whole prompt (from the
-    block's cached residual if it can).
+    the attributed function). `fast`, where exact, runs every layer's scaled copies in one sweep over the blocks
+    on the last token only (`_sweep_gradients`); otherwise each layer's copies run the whole prompt,
+    `batch_size` per pass (from the block's cached residual if it can).
     """
-    device = lm.model.device
-    batch = Batch.from_ids([ids], lm.tokenizer.pad_token_id, device)
     position = len(ids) - 1
     depth = num_layers(lm.model)
+    batch = Batch.from_ids([ids], lm.tokenizer.pad_token_id, lm.model.device)
     residuals, activations, _ = _baseline(lm, batch, position, site)
-    fast = fast and lm.arch.embeds_are_residual and len(ids) > 1
-    last_token = SuffixStack(lm, [ids], [position], 0, depth) if fast else None
-    lm_head = get_module(lm.model, lm.arch.lm_head)
-    alphas = torch.linspace(0, 1, steps, device=device)
-    scores = []
+    alphas = torch.linspace(0, 1, steps, device=lm.model.device)
+    if fast and lm.arch.embeds_are_residual and len(ids) > 1:
+        grads = _sweep_gradients(lm, ids, tokens, alphas, site, residuals, activations)
+    else:
+        grads = [_whole_prompt_gradients(lm, batch, tokens, alphas, batch_size, site, layer, residuals[layer], activations[layer])
+                 for layer in range(depth)]
+    return torch.stack([activations[layer].float() * grads[layer] / steps for layer in range(depth)])
+
+
+def _probability(lm: LoadedModel, last: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
+    """Per row, the mean probability of `tokens` from final-normed hidden states (softmax in float32)."""
+    return torch.softmax(get_module(lm.model, lm.arch.lm_head)(last).float(), dim=-1)[:, list(tokens)].mean(-1)
+
+
+def _sweep_gradients(
+    lm: LoadedModel, ids: list[int], tokens: Sequence[int], alphas: torch.Tensor, site: Site,
+    residuals: list[torch.Tensor | None], activations: list[torch.Tensor],
+) -> list[torch.Tensor]:
+    """Per layer, Σ_k ∂P/∂(α_k a) at the prompt's last token, every layer in one pass over the blocks.
+
+    The scaled copies of layer l join the batch at block l (the unedited residual entering it, their
+    activation replaced there); the copies of earlier layers run on through block l unchanged. Each block
+    thus runs once over all the rows that reach it, with the earlier tokens' keys and values cached
+    (`SuffixStack`), instead of once per attributed layer with `batch_size` rows: the same sums (rows are
+    independent), in a few large matrix products instead of many small ones.
+    """
+    depth, steps = num_layers(lm.model), len(alphas)
+    stack = SuffixStack(lm, [ids], [len(ids) - 1], 0, depth)
+    leaves: list[torch.Tensor] = []
+    state: torch.Tensor | None = None
     for layer in range(depth):
-        base = activations[layer].float()
-        grads = torch.zeros_like(base)
-        module = site.module.format(layer)
-        for chunk in alphas.split(batch_size):
-            rows = len(chunk)
-            scaled = (chunk[:, None] * base[None]).requires_grad_(True)
-            if last_token is not None:
-                with replace_at(lm.model, module, site.output, 0, scaled):
-                    last = last_token.hidden(residuals[layer][:, -1:].expand(rows, -1, -1), layer)[:, 0]
-            else:
-                sub = Batch(batch.input_ids.expand(rows, -1), batch.attention_mask.expand(rows, -1))
-                residual = residuals[layer]
-                residual = residual.expand(rows, -1, -1) if residual is not None else None
-                with replace_at(lm.model, module, site.output, position, scaled):
-                    last = normed_hidden(lm, residual, sub, layer, depth)[:, position]
-            probs = torch.softmax(lm_head(last).float(), dim=-1)[:, list(tokens)].mean(-1)
-            (grad,) = torch.autograd.grad(probs.sum(), scaled)
-            grads += grad.sum(0)
-        scores.append(base * grads / steps)
-    return torch.stack(scores)
+        scaled = (alphas[:, None] * activations[layer].float()[None]).requires_grad_(True)
+        leaves.append(scaled)
+        entering = residuals[layer][:, -1:].expand(steps, -1, -1)  # type: ignore[index]
+        state = entering if state is None else torch.cat([state, entering])
+        with replace_at(lm.model, site.module.format(layer), site.output, 0, scaled, first_row=len(state) - steps):
+            state = stack.block(state, layer)
+    assert state is not None
+    last = get_module(lm.model, lm.arch.final_norm)(state[:, 0])
+    return [grad.sum(0) for grad in torch.autograd.grad(_probability(lm, last, tokens).sum(), leaves)]
+
+
+def _whole_prompt_gradients(
+    lm: LoadedModel, batch: Batch, tokens: Sequence[int], alphas: torch.Tensor, batch_size: int, site: Site, layer: int,
+    residual: torch.Tensor | None, activation: torch.Tensor,
+) -> torch.Tensor:
+    """One layer's Σ_k ∂P/∂(α_k a), its scaled copies running the whole prompt `batch_size` per pass."""
+    position = batch.input_ids.shape[1] - 1
+    depth = num_layers(lm.model)
+    base = activation.float()
+    grads = torch.zeros_like(base)
+    for chunk in alphas.split(batch_size):
+        rows = len(chunk)
+        scaled = (chunk[:, None] * base[None]).requires_grad_(True)
+        sub = Batch(batch.input_ids.expand(rows, -1), batch.attention_mask.expand(rows, -1))
+        start = residual.expand(rows, -1, -1) if residual is not None else None
+        with replace_at(lm.model, site.module.format(layer), site.output, position, scaled):
+            last = normed_hidden(lm, start, sub, layer, depth)[:, position]
+        (grad,) = torch.autograd.grad(_probability(lm, last, tokens).sum(), scaled)
+        grads += grad.sum(0)
+    return grads
 
 
 @torch.no_grad()
