@@ -97,6 +97,25 @@ def test_rome_delta_is_rank_one_on_one_module(tiny_lm: LoadedModel) -> None:
     assert _cosine(v[:, 0], k_star) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_second_moments_depend_on_shards_not_on_where_the_runs_are_computed(tiny_lm: LoadedModel) -> None:
+    """Runs of whole batches, summed in order wherever they are computed (here: last run first); 3 runs of
+    batches that do not divide the corpus evenly give the one-run statistic up to float64 rounding."""
+    module = tiny_lm.arch.mlp_out.format(ROME_HPARAMS.layer)
+    corpus = torch.randint(2, len(tiny_lm.tokenizer), (27, 16), generator=torch.Generator().manual_seed(1))
+    seen: list[tuple[int, int]] = []
+
+    def backwards(run, spans):  # type: ignore[no-untyped-def]
+        seen.extend(spans)
+        return [run(tiny_lm, span) for span in reversed(spans)][::-1]
+
+    here, count = second_moments(tiny_lm, [module], corpus, batch_size=4, shards=3)
+    fanned, fanned_count = second_moments(tiny_lm, [module], corpus, batch_size=4, shards=3, map_runs=backwards)
+    assert seen == [(0, 8), (8, 16), (16, 27)] and count == fanned_count == 27 * 16
+    assert torch.equal(here[module], fanned[module])
+    one_run, _ = second_moments(tiny_lm, [module], corpus, batch_size=4)
+    torch.testing.assert_close(here[module], one_run[module], rtol=1e-10, atol=1e-12 * float(one_run[module].abs().max()))
+
+
 def test_rome_mom2_adjustment_whitens_the_key(tiny_lm: LoadedModel, tmp_path: Path) -> None:
     layer = ROME_HPARAMS.layer
     module = tiny_lm.arch.mlp_out.format(layer)

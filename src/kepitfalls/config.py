@@ -87,6 +87,7 @@ class Stats(Section):
 
     layers: Annotated[list[NonNegativeInt], LAYER, Field(min_length=1)]
     batch_size: PositiveInt
+    shards: PositiveInt
     dtype: Literal["float32", "float64"]
     corpus: Corpus
 

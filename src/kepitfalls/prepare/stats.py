@@ -7,8 +7,10 @@ token count and C's smallest eigenvalue and condition number, and read back (or 
 from __future__ import annotations
 
 import functools
+import operator
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -18,17 +20,44 @@ from kepitfalls.tensorfile import load_tensors, save_tensors
 from kepitfalls.tokens import Batch
 
 
-@torch.no_grad()
-def second_moments(lm: LoadedModel, module_names: Sequence[str], corpus: torch.Tensor, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
+#: ({module: Σ k kᵀ}, tokens) over some corpus rows.
+RunSums = tuple[dict[str, torch.Tensor], int]
+#: Maps a function of (model, span) over spans, results in order: in this process by default, or fanned out
+#: (`workers.map_cases`, as the stats stage does).
+MapRuns = Callable[[Callable[[LoadedModel, tuple[int, int]], RunSums], list[tuple[int, int]]], list[RunSums]]
+
+
+def second_moments(
+    lm: LoadedModel, module_names: Sequence[str], corpus: torch.Tensor, batch_size: int, shards: int = 1,
+    map_runs: MapRuns | None = None,
+) -> RunSums:
     """({module: Σ k kᵀ / n}, n) over every token of the corpus.
 
     Every module's inputs come from one forward pass per batch, stopped after the deepest of them; the
     products are accumulated in float64 (a float32 product moved a half-precision MEMIT edit by 10% on a
-    tiny model: C⁻¹ amplifies its rounding).
+    tiny model: C⁻¹ amplifies its rounding). The batches are cut into `shards` consecutive runs, each summed
+    in order, and the runs' sums are added in order: the bytes depend on `shards` (a parameter), not on
+    where `map_runs` computes the runs.
     """
+    starts = list(range(0, corpus.shape[0], batch_size))
+    if not starts:
+        raise ValueError("the statistics corpus is empty")
+    cuts = [len(starts) * i // shards for i in range(shards + 1)]
+    spans = [(starts[a], min(starts[b - 1] + batch_size, corpus.shape[0])) for a, b in zip(cuts, cuts[1:]) if b > a]
+    run = partial(_run_sums, tuple(module_names), corpus, batch_size)
+    runs = map_runs(run, spans) if map_runs is not None else [run(lm, span) for span in spans]
+    count = sum(n for _, n in runs)
+    return {name: functools.reduce(operator.add, [totals[name] for totals, _ in runs]) / count for name in module_names}, count
+
+
+@torch.no_grad()
+def _run_sums(
+    module_names: tuple[str, ...], corpus: torch.Tensor, batch_size: int, lm: LoadedModel, span: tuple[int, int]
+) -> RunSums:
+    """({module: Σ k kᵀ}, tokens) over the corpus rows `span`, one batch of `batch_size` rows at a time."""
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for begin in range(0, corpus.shape[0], batch_size):
+    for begin in range(span[0], span[1], batch_size):
         ids = corpus[begin : begin + batch_size].to(lm.model.device)
         captured = capture_many(lm, module_names, Batch(ids, torch.ones_like(ids)))
         for name, (keys, _) in captured.items():
@@ -36,9 +65,7 @@ def second_moments(lm: LoadedModel, module_names: Sequence[str], corpus: torch.T
             product = flat.T @ flat
             totals[name] = product if name not in totals else totals[name] + product
         count += ids.numel()
-    if not count:
-        raise ValueError("the statistics corpus is empty")
-    return {name: totals[name] / count for name in module_names}, count
+    return totals, count
 
 
 def spectrum(mom2: torch.Tensor) -> dict[str, float]:
