@@ -14,8 +14,9 @@ import torch
 
 from kepitfalls import layout
 from kepitfalls.params import load_params
+from kepitfalls.models.adapters import linear_weight
 from kepitfalls.models.loading import LoadedModel
-from kepitfalls.prepare.stats import RunSums, save_stats, second_moments, spectrum, stats_file
+from kepitfalls.prepare.stats import RunSums, check_determined, save_stats, second_moments, spectrum, stats_file
 from kepitfalls.runtime import configure, load_current_model, worker_model
 from kepitfalls.tensorfile import load_tensors
 from kepitfalls.workers import engine_name, map_cases, worker_count
@@ -32,6 +33,7 @@ if __name__ == "__main__":
     def fan_out(run: Callable[[LoadedModel, tuple[int, int]], RunSums], spans: list[tuple[int, int]]) -> list[RunSums]:
         return map_cases(lm, partial(worker_model, params), run, spans, workers, "statistics", str, engine)
 
+    check_determined(corpus["input_ids"].numel(), {name: linear_weight(lm.model, name).shape[1] for name in modules.values()})
     moments, count = second_moments(lm, list(modules.values()), corpus["input_ids"], settings.batch_size, settings.shards, fan_out)
     stats_dir = layout.stats_dir(model_name)
     for layer, module in modules.items():

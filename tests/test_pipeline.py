@@ -30,7 +30,7 @@ SMALL = {
     ("report", "methods"): METHODS,
     ("report", "suites"): ["counterfact"],
     ("templates", "ROME", "recipe"): [[5, 2], [10, 2]],
-    ("stats", "corpus", "tokens"): 768,
+    ("stats", "corpus", "tokens"): 3072,  # twice SmolLM2's 1,536-wide keys: C must be invertible (prepare/stats.py)
     ("stats", "corpus", "length"): 48,
     ("stats", "corpus", "batch_size"): 16,
     # what the CounterFact suite, the statistics, the prepare stages and Figure 4 read (every benchmark's fetch

@@ -68,6 +68,20 @@ def _run_sums(
     return totals, count
 
 
+def check_determined(count: int, widths: dict[str, int]) -> None:
+    """Refuse a corpus with fewer tokens than a key is wide: C then has rank < width, so C⁻¹ is rounding noise
+    (a 768-token corpus for SmolLM2's 1,536-wide keys let ROME's edits succeed on one machine and fail on
+    another)."""
+    narrow = {name: width for name, width in widths.items() if width > count}
+    if narrow:
+        name, width = max(narrow.items(), key=operator.itemgetter(1))
+        raise ValueError(
+            f"stats.corpus.tokens: the corpus has {count:,} tokens, fewer than the {width:,}-wide inputs of {name}, "
+            f"so C = E[k kᵀ] is singular and C⁻¹ undefined; use at least {width:,} tokens (ROME and MEMIT "
+            "used 100,000 Wikipedia samples)"
+        )
+
+
 def spectrum(mom2: torch.Tensor) -> dict[str, float]:
     """C's smallest and largest eigenvalue and condition number (float64): how well C⁻¹ is determined."""
     eigenvalues = torch.linalg.eigvalsh(mom2.double())
@@ -97,5 +111,9 @@ def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _cached_second_moment(path: str, _mtime_ns: int, inverse: bool) -> torch.Tensor:
-    mom2 = load_tensors(path)[0]["mom2"]
+    tensors, metadata = load_tensors(path)
+    mom2 = tensors["mom2"]
+    if inverse and int(metadata["tokens"]) < mom2.shape[0]:
+        raise ValueError(f"{path}: C comes from {metadata['tokens']} tokens, fewer than its width {mom2.shape[0]}: "
+                         "it is singular and has no inverse (re-run the stats stage with more stats.corpus.tokens)")
     return torch.linalg.inv(mom2.double()).float() if inverse else mom2
