@@ -169,15 +169,15 @@ def test_second_moment_loader_serves_c_and_its_inverse_and_sees_rewrites(tmp_pat
 
 def test_a_corpus_narrower_than_the_keys_is_refused_before_and_after_the_stats_stage(tmp_path: Path) -> None:
     """Fewer tokens than a key is wide leave C singular: the stats stage names the parameter to raise, and a
-    stale file of that kind is not inverted into noise."""
+    stale file of that kind is not read."""
     check_determined(1536, {"model.layers.5.mlp.down_proj": 1536})
     with pytest.raises(ValueError, match=r"stats\.corpus\.tokens: the corpus has 768 tokens, fewer than the 1,536-wide inputs of model\.layers\.4"):
         check_determined(768, {"model.layers.4.mlp.down_proj": 1536, "model.layers.5.mlp.down_proj": 1536})
     path = stats_file(tmp_path, 3)
     save_stats(path, torch.tensor([[1.0, 1.0], [1.0, 1.0]]), 1, {"corpus": "hand"})
-    torch.testing.assert_close(load_second_moment(path), torch.ones(2, 2))
-    with pytest.raises(ValueError, match="from 1 tokens, fewer than its width 2"):
-        load_second_moment(path, inverse=True)
+    for inverse in (False, True):  # MEMIT reads C, ROME C⁻¹
+        with pytest.raises(ValueError, match="from 1 tokens, fewer than its width 2"):
+            load_second_moment(path, inverse=inverse)
 
 
 CONTEXT_TEMPLATES = ["{}", "The Colosseum is in Rome. {}", "Hello. {}", "Question: who wrote Hamlet? Answer: William. {}"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import operator
-from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +21,8 @@ from kepitfalls.tokens import Batch
 
 #: ({module: Σ k kᵀ}, tokens) over some corpus rows.
 RunSums = tuple[dict[str, torch.Tensor], int]
+#: ({module: C = Σ k kᵀ / n}, n) over the whole corpus.
+Moments = tuple[dict[str, torch.Tensor], int]
 #: Maps a function of (model, span) over spans, results in order: in this process by default, or fanned out
 #: (`workers.map_cases`, as the stats stage does).
 MapRuns = Callable[[Callable[[LoadedModel, tuple[int, int]], RunSums], list[tuple[int, int]]], list[RunSums]]
@@ -30,7 +31,7 @@ MapRuns = Callable[[Callable[[LoadedModel, tuple[int, int]], RunSums], list[tupl
 def second_moments(
     lm: LoadedModel, module_names: Sequence[str], corpus: torch.Tensor, batch_size: int, shards: int = 1,
     map_runs: MapRuns | None = None,
-) -> RunSums:
+) -> Moments:
     """({module: Σ k kᵀ / n}, n) over every token of the corpus.
 
     Every module's inputs come from one forward pass per batch, stopped after the deepest of them; the
@@ -44,7 +45,7 @@ def second_moments(
         raise ValueError("the statistics corpus is empty")
     cuts = [len(starts) * i // shards for i in range(shards + 1)]
     spans = [(starts[a], min(starts[b - 1] + batch_size, corpus.shape[0])) for a, b in zip(cuts, cuts[1:]) if b > a]
-    run = partial(_run_sums, tuple(module_names), corpus, batch_size)
+    run = functools.partial(_run_sums, tuple(module_names), corpus, batch_size)
     runs = map_runs(run, spans) if map_runs is not None else [run(lm, span) for span in spans]
     count = sum(n for _, n in runs)
     return {name: functools.reduce(operator.add, [totals[name] for totals, _ in runs]) / count for name in module_names}, count
@@ -71,13 +72,14 @@ def _run_sums(
 def check_determined(count: int, widths: dict[str, int]) -> None:
     """Refuse a corpus with fewer tokens than a key is wide: C then has rank < width, so C⁻¹ is rounding noise
     (a 768-token corpus for SmolLM2's 1,536-wide keys let ROME's edits succeed on one machine and fail on
-    another)."""
+    another). Only the hard limit: a corpus just above it still gives an ill-conditioned C, whose condition
+    number the stage prints and stores; the default has 85 tokens per dimension."""
     narrow = {name: width for name, width in widths.items() if width > count}
     if narrow:
         name, width = max(narrow.items(), key=operator.itemgetter(1))
         raise ValueError(
             f"stats.corpus.tokens: the corpus has {count:,} tokens, fewer than the {width:,}-wide inputs of {name}, "
-            f"so C = E[k kᵀ] is singular and C⁻¹ undefined; use at least {width:,} tokens (ROME and MEMIT "
+            f"so C = E[k kᵀ] is singular and C⁻¹ undefined; use many times {width:,} tokens (ROME and MEMIT "
             "used 100,000 Wikipedia samples)"
         )
 
@@ -105,6 +107,8 @@ def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
     """C as the stats stage stored it, or C⁻¹ (inverted in float64), for ROME and MEMIT alike.
 
     Cached per process and file version, so each layer is read and inverted once however many edits use it.
+    A C from fewer tokens than it is wide (a file from before `check_determined`) is refused: it is singular,
+    so ROME's C⁻¹ and MEMIT's solve against λC + KKᵀ would be rounding noise.
     """
     return _cached_second_moment(str(path), path.stat().st_mtime_ns, inverse)
 
@@ -113,7 +117,7 @@ def load_second_moment(path: Path, inverse: bool = False) -> torch.Tensor:
 def _cached_second_moment(path: str, _mtime_ns: int, inverse: bool) -> torch.Tensor:
     tensors, metadata = load_tensors(path)
     mom2 = tensors["mom2"]
-    if inverse and int(metadata["tokens"]) < mom2.shape[0]:
+    if int(metadata["tokens"]) < mom2.shape[0]:
         raise ValueError(f"{path}: C comes from {metadata['tokens']} tokens, fewer than its width {mom2.shape[0]}: "
-                         "it is singular and has no inverse (re-run the stats stage with more stats.corpus.tokens)")
+                         "it is singular (re-run the stats stage with more stats.corpus.tokens)")
     return torch.linalg.inv(mom2.double()).float() if inverse else mom2
