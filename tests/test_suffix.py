@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fixtures_models import single_thread, tiny_lm  # noqa: F401
@@ -36,6 +37,22 @@ def test_suffix_from_any_block_matches_a_plain_pass(tiny_lm: LoadedModel) -> Non
         assert torch.equal(out[0], out[2])
         torch.testing.assert_close(out[1, 0], plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stack.hidden()[0, 0], plain, rtol=1e-5, atol=1e-5)  # its own suffix, from block 0
+
+
+@torch.no_grad()
+def test_blocks_one_at_a_time_give_the_whole_stack_before_its_final_norm(tiny_lm: LoadedModel) -> None:
+    """KN's sweep steps through `block` one block at a time: the blocks' outputs chained, then the final norm,
+    are the stack's whole pass; a block outside the stack (whose cache it does not reset) is refused."""
+    ids = tiny_lm.tokenizer("The Eiffel Tower is located in")["input_ids"]
+    depth = num_layers(tiny_lm.model)
+    stack = SuffixStack(tiny_lm, [ids], [len(ids) - 1], 1, depth)
+    state = stack.suffix
+    for block in range(1, depth):
+        state = stack.block(state, block)
+    final_norm = tiny_lm.model.get_submodule(tiny_lm.arch.final_norm)
+    torch.testing.assert_close(final_norm(state), stack.hidden(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=f"block 0 is outside this stack's blocks 1..{depth - 1}"):
+        stack.block(state, 0)
 
 
 @torch.no_grad()

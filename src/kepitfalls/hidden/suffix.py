@@ -76,11 +76,14 @@ class SuffixStack:
     def block(self, suffix: torch.Tensor, layer: int) -> torch.Tensor:
         """The output of block `layer` alone (no final norm) for suffix rows entering it: a caller that steps
         through the blocks one at a time can change the batch between them (KN adds rows at every block)."""
+        if not self.start <= layer < self.stop:
+            raise ValueError(f"block {layer} is outside this stack's blocks {self.start}..{self.stop - 1}")
         with without_final_norm(self.lm):
             return self._run(suffix, layer, layer + 1)
 
     def _run(self, suffix: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Blocks `start..stop-1` and the final norm on `suffix`, every block's cache reset to the prefixes'."""
+        """Blocks `start..stop-1` and then the final norm (unless the caller disabled it) on `suffix`, every
+        block's cache reset to the prefixes'."""
         rows = suffix.shape[0]
         for layer, (keys, values) in zip(self.cache.layers[self.start : self.stop], self._saved):
             layer.keys, layer.values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)

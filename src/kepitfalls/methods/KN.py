@@ -56,11 +56,12 @@ the output by a_i·Δ, backwards when a_i < 0, as SiLU-gated MLPs' coefficients 
 by |a_i|·Δ, towards E[new] and away from E[pred] for every neuron.
 
 Speed: the blocks below each attributed layer run once per prompt, and the scaled passes run only the last
-token from the attributed block on, the earlier tokens' keys and values cached (architectures whose
-embeddings enter the residual unchanged; GPT-2 re-runs the whole prompt, `batch_size` copies per pass).
-There every layer's copies go through the blocks in one sweep (the copies of layer l joining at block l), so
-each block runs once over all the rows that reach it: 1.9x faster than a pass per layer on SmolLM2 (5.5
-against 10.5 s per attributed token, one thread). Exact for every variant: both attributed activations are
+token from the attributed block on, the earlier tokens' keys and values cached. On architectures whose
+embeddings enter the residual unchanged (GPT-J, Llama), every layer's copies go through the blocks in one
+sweep (the copies of layer l joining at block l), so each block runs once over all the rows that reach it:
+1.9x faster than a pass per layer on SmolLM2 (5.5 against 10.5 s per attributed token, one thread); its
+memory grows with depth × steps rows, `batch_size` does not bound it. GPT-2 re-runs the whole prompt,
+`batch_size` copies per pass. Exact for every variant: both attributed activations are
 per-position. The delta stores only the changed slices (DenseDelta, indices on the raw parameter).
 """
 
