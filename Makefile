@@ -19,7 +19,7 @@ repro: $(STAMP)
 	. $(VENV)/bin/activate && python -m kepitfalls.warm around dvc repro
 
 test: $(STAMP)
-	. $(VENV)/bin/activate && python -m pytest -q -n auto --dist loadfile --durations=15
+	. $(VENV)/bin/activate && python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: $(STAMP)
 	. $(VENV)/bin/activate && python scripts/bench.py

@@ -16,6 +16,13 @@ from mirror import MIRROR
 Route = Callable[[BaseHTTPRequestHandler, int], None]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Integration tests first (stable otherwise): under `make test` (xdist, one file per worker, collection
+    order kept) a worker starts on the pipeline workspace at once while the other runs the many fast files,
+    instead of the slowest file starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+
+
 @pytest.fixture(scope="session")
 def data_mirror() -> Path:
     """The read-only benchmark mirror: $KEPITFALLS_MIRROR, else ../shared/benchmarks beside the repo."""
