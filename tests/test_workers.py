@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,23 @@ def test_this_process_takes_cases_too_and_results_keep_input_order(count: int) -
 def test_a_worker_error_is_raised_here() -> None:
     with pytest.raises((ValueError, RuntimeError), match="bad item -1"):  # raised here or sent by a worker
         workers.map_cases(os.getpid(), pid_loader, computed_where, [0, 1, 2, -1], 2, "test")
+
+
+def tensor_after_the_worker_left(marker: Path, lm: int, item: int) -> torch.Tensor:
+    """Case 1 (a worker's: this process takes case 0 first) leaves a marker; case 0 waits for it and for the
+    worker to exit, so that case 1's tensor is read from the queue only after its sender is gone."""
+    if item == 1:
+        marker.write_text(str(os.getpid()))
+    else:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)
+    return torch.full((256, 256), float(item), dtype=torch.float64)
+
+
+def test_a_tensor_from_a_worker_that_has_exited_still_arrives(tmp_path: Path) -> None:
+    results = workers.map_cases(os.getpid(), pid_loader, partial(tensor_after_the_worker_left, tmp_path / "marker"), [0, 1], 2, "test")
+    assert (tmp_path / "marker").read_text() != str(os.getpid())
+    assert [float(result[0, 0]) for result in results] == [0.0, 1.0] and results[1].shape == (256, 256)
+

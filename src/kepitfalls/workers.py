@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import traceback
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -70,11 +71,16 @@ def _claim(counter: Any, total: int) -> int | None:
 
 
 def _serve(loader: Loader, fn: CaseFn, items: Sequence[T], counter: Any, results: Any) -> None:
-    """A spawned worker: build the model, then compute unclaimed cases until none is left."""
+    """A spawned worker: build the model, then compute unclaimed cases until none is left.
+
+    Each result travels as a plain pickle (bytes): the queue's own pickler sends a tensor as a file
+    descriptor of its shared memory, which dies with this process, so a worker that had exited before the
+    caller read its last result lost it (ConnectionResetError; the stats stage's 113 MB sums hit it).
+    """
     try:
         lm = loader()
         while (index := _claim(counter, len(items))) is not None:
-            results.put((index, fn(lm, items[index]), None))
+            results.put((index, pickle.dumps(fn(lm, items[index]), protocol=pickle.HIGHEST_PROTOCOL), None))
     except BaseException:  # reported to the parent, which raises it there
         results.put((None, None, traceback.format_exc()))
 
@@ -117,7 +123,7 @@ def _receive(inbox: Any, processes: list[Any], results: dict[int, Any]) -> int:
             continue
         if error is not None:
             raise RuntimeError(f"a worker process failed:\n{error}")
-        results[index] = result
+        results[index] = pickle.loads(result)
         return index
 
 
