@@ -61,7 +61,7 @@ def measure(lm: Any, params: Any, method_name: str, suite: str, cases: int | Non
     edits = len(stored)
     edit_seconds, edit_cpu = time.perf_counter() - started, time.process_time() - cpu
     deltas, pre = load_deltas(layout.deltas_dir(method_name, suite)), load_pre(layout.pre_dir(suite))
-    with counting() as counts, installed(lm.model, method.router()):  # a memory-based method's router, as evaluate@ installs it
+    with counting() as counts, installed(lm.model, method.router()):  # a memory-based method's router, as cell@ installs it
         started, cpu = time.perf_counter(), time.process_time()
         module.evaluate(lm, records, deltas, pre)
         evaluate_seconds, evaluate_cpu = time.perf_counter() - started, time.process_time() - cpu

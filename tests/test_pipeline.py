@@ -200,7 +200,7 @@ def test_recomputed_artifacts_are_byte_identical(workspace: Path) -> None:
     statistics run leaves every delta key valid (nothing downstream re-runs)."""
     before = locked_outs(workspace)
     shutil.rmtree(workspace / "artifacts" / "deltas" / "ROME" / "counterfact")
-    forced = ["model", "prepare@ROME", "corpus", "stats", "edit@ROME-counterfact"]
+    forced = ["model", "prepare@ROME", "corpus", "stats", "cell@ROME-counterfact"]
     for stage in forced:
         output = run(["dvc", "repro", "-f", "-s", stage], workspace).stdout
         assert f"Running stage '{stage}'" in output
@@ -218,7 +218,7 @@ def test_changing_rome_params_reruns_only_rome_cells(workspace: Path, tmp_path: 
         # re-runs on any change of params.yaml and rewrites only the changed keys' files).
         # prepare@ROME reads the same block (where a trained editor's settings live) and rewrites the same
         # templates, so the new deltas' keys differ only by the changed hyper-parameter.
-        assert repro_stages(workspace) - {"report"} == {"params", "prepare@ROME", "edit@ROME-counterfact", "evaluate@ROME-counterfact"}
+        assert repro_stages(workspace) - {"report"} == {"params", "prepare@ROME", "cell@ROME-counterfact"}
 
 
 def test_growing_a_subset_computes_only_the_new_edits(workspace: Path, tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ def test_growing_a_subset_computes_only_the_new_edits(workspace: Path, tmp_path:
         set_params(workspace / "params.yaml", {("suites", "counterfact", "subset_size"): 3})
         output = run(["dvc", "repro"], workspace).stdout
         ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-        assert {"select@counterfact", "pre@counterfact"} | {f"edit@{m}-counterfact" for m in METHODS} <= ran
+        assert {"select@counterfact", "pre@counterfact"} | {f"cell@{m}-counterfact" for m in METHODS} <= ran
         records = json.loads((workspace / "data" / "suites" / "counterfact.json").read_text())["records"]
         assert len(records) == 3
         for method in METHODS:
@@ -240,20 +240,25 @@ def test_changing_metric_code_reruns_only_evaluation(workspace: Path, tmp_path: 
     module = workspace / "src" / "kepitfalls" / "metrics" / "counterfact.py"
     with restored(workspace, tmp_path):
         module.write_text(module.read_text() + "\n# a change\n")
-        # Pre-edit scores hold raw outputs only (matching is metric code), so neither pre@, edit@, select@
-        # nor the model stage runs (`code` re-runs on any code change; no stage kind's shared-code digest moved).
-        assert repro_stages(workspace) - {"report"} == {"code"} | {f"evaluate@{m}-counterfact" for m in METHODS}
+        # Pre-edit scores hold raw outputs only (matching is metric code), so neither pre@, select@ nor the model
+        # stage runs (`code` re-runs on any code change; no stage kind's shared-code digest moved); the cells
+        # re-run and score again, but every delta's key is unchanged, so no edit is recomputed.
+        output = run(["dvc", "repro"], workspace).stdout
+        ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+        assert ran - {"report"} == {"code"} | {f"cell@{m}-counterfact" for m in METHODS}
+        for method in METHODS:
+            assert f"{method} on counterfact: 0 computed, 2 reused" in output
 
 
 def test_deltas_travel_through_a_real_dvc_remote(workspace: Path, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], workspace)
-    run(["dvc", "push", "edit@ROME-counterfact"], workspace)
+    run(["dvc", "push", "cell@ROME-counterfact"], workspace)
     commit_all(workspace)
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(workspace), str(clone)], check=True)
     assert not (clone / "artifacts" / "deltas" / "ROME" / "counterfact").exists()
-    run(["dvc", "pull", "edit@ROME-counterfact"], clone)
+    run(["dvc", "pull", "cell@ROME-counterfact"], clone)
     ours = workspace / "artifacts" / "deltas" / "ROME" / "counterfact"
     theirs = clone / "artifacts" / "deltas" / "ROME" / "counterfact"
     names = sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file())
@@ -305,6 +310,6 @@ def test_a_second_researcher_pulls_everything_and_recomputes_nothing(workspace: 
     output = run(["dvc", "repro"], clone).stdout
     print(f"dvc pull + no-op dvc repro on the fresh clone: {time.perf_counter() - started:.1f} s")
     assert "Running stage" not in output, output
-    for stage in ("stats", "edit@ROME-counterfact", "edit@FT-counterfact", "evaluate@ROME-counterfact"):
+    for stage in ("stats", "cell@ROME-counterfact", "cell@FT-counterfact"):
         assert f"Stage '{stage}' didn't change, skipping" in output, output
     assert json.loads(run(["dvc", "metrics", "diff", "--json"], clone).stdout or "{}") == {}

@@ -127,16 +127,16 @@ def test_revert_leaves_no_router_and_bit_identical_scores(tiny_lm: LoadedModel) 
 
 
 def test_a_memory_without_router_is_an_error_naming_method_and_stage(tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DVC_STAGE", "evaluate@TEST-counterfact")
+    monkeypatch.setenv("DVC_STAGE", "cell@TEST-counterfact")
     delta = _delta("x")
-    with pytest.raises(NoRouterError, match="TEST.*evaluate@TEST-counterfact"):
+    with pytest.raises(NoRouterError, match="TEST.*cell@TEST-counterfact"):
         delta.apply(tiny_lm.model)  # applying: refused
     with installed(tiny_lm.model, PrefixRouter()):
         delta.apply(tiny_lm.model)
     try:  # the router gone while the memory stays: scoring refuses
         for score in (lambda: P.teacher_forced(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, TARGETS),
                       lambda: P.greedy_generate(tiny_lm.model, tiny_lm.tokenizer, PROMPTS, max_new_tokens=2)):
-            with pytest.raises(NoRouterError, match="TEST.*evaluate@TEST-counterfact"):
+            with pytest.raises(NoRouterError, match="TEST.*cell@TEST-counterfact"):
                 score()
     finally:
         delta.revert(tiny_lm.model)

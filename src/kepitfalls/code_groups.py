@@ -1,6 +1,6 @@
 """The shared code each kind of pipeline stage runs on, as one digest per kind for DVC.
 
-An `edit@`/`evaluate@`/... stage used to list ~25 shared source files one by one, 4,500 hash checks per
+A `cell@`/`general@`/... stage used to list ~25 shared source files one by one, 4,500 hash checks per
 `dvc status` over the whole matrix. The `code` stage hashes each kind's list once into
 artifacts/code/<kind>.sha256 and the stages depend on that one file (plus their own method, suite and metric
 modules, which stay in dvc.yaml so that editing one re-runs only its cells). A path here that does not exist
@@ -42,9 +42,8 @@ GROUPS: dict[str, list[str]] = {
         "stages/pre.py", "src/kepitfalls/suites/common.py", "src/kepitfalls/scoring", "src/kepitfalls/models",
         "src/kepitfalls/editing.py", "src/kepitfalls/tensorfile.py",
     ],
-    # IKE embeds each edit's query (SERAC: its memory keys)
-    "edit": ["stages/edit.py", *_EDITING, *_FANOUT, "src/kepitfalls/encoder.py"],
-    "evaluate": ["stages/evaluate.py", "src/kepitfalls/metrics/records.py", *_EDITING, *_FANOUT],
+    # a cell edits, then scores its deltas; IKE embeds each edit's query (SERAC: its memory keys)
+    "cell": ["stages/cell.py", "src/kepitfalls/metrics/records.py", *_EDITING, *_FANOUT, "src/kepitfalls/encoder.py"],
     "chain": ["stages/chain.py", *_EDITING, "src/kepitfalls/workers.py", *_CHAIN],
     "general": ["stages/general.py", *_EDITING, *_FANOUT, *_CHAIN, *_GENERAL_TASKS],  # its points fan out (general/run.py)
 }

@@ -4,7 +4,7 @@ A run holds raw outputs only (generations, per-sentence perplexities, per-window
 scorer change re-scores without re-generating. Its bytes depend only on the model, the deltas and the
 configuration; timings go to stderr and the caller's run file.
 
-A memory method's line is measured with its router installed (`scoring.router.installed`, as `evaluate@`
+A memory method's line is measured with its router installed (`scoring.router.installed`, as `cell@`
 does): the task prompts are routed before generation, its memory grows along the chain, and each
 checkpoint's diagnostics say how many of each task's prompts the memory took (`routed`). The perplexities
 read token windows and sentences with no prompt to route, so they are the weights' alone: unchanged for a

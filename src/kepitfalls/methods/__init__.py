@@ -1,6 +1,6 @@
 """Editing methods, one module per method named exactly as its `methods.<NAME>` key in params.yaml.
 
-The module names match the params keys so that `dvc.yaml` can make each `edit@<METHOD>-<suite>` stage
+The module names match the params keys so that `dvc.yaml` can make each `cell@<METHOD>-<suite>` stage
 depend on `src/kepitfalls/methods/<METHOD>.py` alone (DVC interpolation cannot change case). Adding a method
 is adding its module, whose `EditMethod` class carries the same `name`: the methods are discovered from the
 package's modules (every one but `base`), with no list to keep in step.
