@@ -64,6 +64,7 @@ def test_separating_n_scales_with_the_squared_ratio():
     assert separating_n(Interval(-2.0, -3.0, 0.0, 10)) == 11  # the bound touches 0: one record more
     assert separating_n(Interval(5.0, 1.0, 9.0, 10)) == 10  # already separated
     assert separating_n(Interval(0.0, -1.0, 1.0, 10)) is None
+    assert separating_n(Interval(40.0, 40.0, 40.0, 1)) is None  # one record: its "interval" is the point, no spread
 
 
 def test_binary_rows_refuse_other_values():

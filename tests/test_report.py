@@ -44,8 +44,9 @@ def project(tmp_path: Path) -> Path:
         counterfact = [row(str(i), "NS", MEAN, v, [v, v]) for i, v in enumerate(NS[method])]
         counterfact += [binary(str(i), "ES", method != "KN" or i % 2 == 0) for i in range(12)]
         _write_group(root, method, "counterfact", counterfact)
-        # two DN records only: a smoke cell
-        _write_group(root, method, "locality", [row(f"DN/{i}", "DN", MEAN, 50.0 + 10 * i * (method == "MEMIT")) for i in range(2)])
+        # two DN records only: a smoke cell; one OA record: no spread at all
+        dn = [row(f"DN/{i}", "DN", MEAN, 50.0 + 10 * i * (method == "MEMIT")) for i in range(2)]
+        _write_group(root, method, "locality", dn + [row("OA/0", "OA", MEAN, 50.0 + 10 * (method == "MEMIT"))])
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["report"].update({"min_n": 10, "methods": METHODS, "suites": ["counterfact", "locality"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -65,6 +66,7 @@ def test_markdown_cells_carry_interval_n_and_smoke_marks(project: Path) -> None:
     assert "not implemented (32.96)" in text  # MEND's DN: the survey's number, nothing of ours
     assert "This run: model smollm2-135m" in text and "statistics corpus wikitext2, 131,072 tokens" in text
     assert "DN: ROME−MEMIT -5.00: separates at n ≈ 3" in text  # the size that would separate the smoke column
+    assert "OA: ROME−MEMIT -10.00: one shared record, no spread to scale from" in text  # never "separated at n = 1"
     assert "KN: KN's variant sentence." in text
 
 

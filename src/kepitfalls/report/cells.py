@@ -98,7 +98,9 @@ def separation(metrics_root: Path, suite: str, metric: str, options: ReportOptio
             rows_a, rows_b = (load_rows(metrics_root, m, suite)[metric] for m in (a, b))
             diff = paired_difference(rows_a, rows_b, options.bootstrap.resamples, options.bootstrap.seed)
             needed = separating_n(diff)
-            if diff.excludes_zero():
+            if diff.n < 2:
+                verdict = "one shared record, no spread to scale from"
+            elif diff.excludes_zero():
                 verdict = f"separated at n = {diff.n}"
             elif needed is None:
                 verdict = "no observed difference" if diff.value == 0 else f"too few shared records (n = {diff.n})"

@@ -95,10 +95,13 @@ def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], 
 def separating_n(difference: Interval) -> int | None:
     """The number of records at which this observed difference's interval would exclude 0, assuming its
     distance from the value to the bound on 0's side shrinks as 1/√n; None where no size would (no
-    difference, or no spread to scale from)."""
+    difference, or no spread to scale from: one record's interval is the point itself, which "excludes" 0
+    whenever the two methods differ on it)."""
+    if difference.n < 2:
+        return None
     if difference.excludes_zero():
         return difference.n
-    if difference.value == 0 or difference.n < 2:
+    if difference.value == 0:
         return None
     near = difference.value - difference.low if difference.value > 0 else difference.high - difference.value
     return math.floor(difference.n * (near / abs(difference.value)) ** 2) + 1
