@@ -98,12 +98,10 @@ def separation(metrics_root: Path, suite: str, metric: str, options: ReportOptio
             rows_a, rows_b = (load_rows(metrics_root, m, suite)[metric] for m in (a, b))
             diff = paired_difference(rows_a, rows_b, options.bootstrap.resamples, options.bootstrap.seed)
             needed = separating_n(diff)
-            if diff.n < 2:
-                verdict = "one shared record, no spread to scale from"
+            if needed is None:  # below two records, or (from two on) no difference at all
+                verdict = "one shared record, no spread to scale from" if diff.n < 2 else "no observed difference"
             elif diff.excludes_zero():
                 verdict = f"separated at n = {diff.n}"
-            elif needed is None:
-                verdict = "no observed difference" if diff.value == 0 else f"too few shared records (n = {diff.n})"
             else:
                 verdict = f"separates at n ≈ {needed}"
             texts.append(f"{a}−{b} {'+' if diff.value >= 0 else ''}{number(diff.value)}: {verdict}")
