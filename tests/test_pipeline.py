@@ -97,10 +97,14 @@ def commit_all(cwd: Path) -> None:
         subprocess.run(args, cwd=cwd, check=True, capture_output=True)
 
 
+def ran_stages(output: str) -> set[str]:
+    """The stages a `dvc repro` output says it ran."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
 def repro_stages(cwd: Path) -> set[str]:
     """Run `dvc repro`; the stages it ran."""
-    output = run(["dvc", "repro"], cwd).stdout
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    return ran_stages(run(["dvc", "repro"], cwd).stdout)
 
 
 #: What a test that changes params or code may change in the workspace (besides DVC's cache).
@@ -227,7 +231,7 @@ def test_growing_a_subset_computes_only_the_new_edits(workspace: Path, tmp_path:
     with restored(workspace, tmp_path):
         set_params(workspace / "params.yaml", {("suites", "counterfact", "subset_size"): 3})
         output = run(["dvc", "repro"], workspace).stdout
-        ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+        ran = ran_stages(output)
         assert {"select@counterfact", "pre@counterfact"} | {f"cell@{m}-counterfact" for m in METHODS} <= ran
         records = json.loads((workspace / "data" / "suites" / "counterfact.json").read_text())["records"]
         assert len(records) == 3
@@ -244,7 +248,7 @@ def test_changing_metric_code_reruns_only_evaluation(workspace: Path, tmp_path: 
         # stage runs (`code` re-runs on any code change; no stage kind's shared-code digest moved); the cells
         # re-run and score again, but every delta's key is unchanged, so no edit is recomputed.
         output = run(["dvc", "repro"], workspace).stdout
-        ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+        ran = ran_stages(output)
         assert ran - {"report"} == {"code"} | {f"cell@{m}-counterfact" for m in METHODS}
         for method in METHODS:
             assert f"{method} on counterfact: 0 computed, 2 reused" in output
