@@ -10,6 +10,7 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
+from kepitfalls import stage_matrix
 from kepitfalls.deltas.store import delta_key
 from kepitfalls.params import PROJECT_ROOT, ParamsError, load_params
 
@@ -72,6 +73,15 @@ def test_a_suite_left_out_of_the_report_may_be_left_out_of_params(tmp_path: Path
     params = _load_changed(tmp_path, only_counterfact)
     with pytest.raises(KeyError, match="no suites.round block"):
         params.suite("round")
+
+
+def test_stage_matrix_lists_agree_or_stop_naming_both_keys() -> None:
+    stage_matrix.check(RAW)  # the project's own lists agree
+    raw = copy.deepcopy(RAW)
+    raw["report"]["methods"] = ["ROME", "MEMIT", "FT"]
+    raw["general"]["methods"] = ["ROME", "MEMIT", "FT", "KN"]
+    with pytest.raises(ParamsError, match=r"general\.methods \['KN'\] must also be in report\.methods: .*prepare@"):
+        stage_matrix.check(raw)
 
 
 def test_params_are_frozen() -> None:
