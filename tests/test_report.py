@@ -66,7 +66,9 @@ def test_markdown_cells_carry_interval_n_and_smoke_marks(project: Path) -> None:
     assert "not implemented (32.96)" in text  # MEND's DN: the survey's number, nothing of ours
     assert "This run: model smollm2-135m" in text and "statistics corpus wikitext2, 131,072 tokens" in text
     assert "DN: ROME−MEMIT -5.00: separates at n ≈ 3" in text  # the size that would separate the smoke column
-    assert "OA: ROME−MEMIT -10.00: one shared record, no spread to scale from" in text  # never "separated at n = 1"
+    pairs = len(METHODS) * (len(METHODS) - 1) // 2
+    assert f"OA: {pairs} pairs on one shared record each, no spread to scale from" in text  # never "separated at n = 1"
+    assert "no observed difference: ROME−FT" in text  # DN: the two records agree for every pair without MEMIT
     assert "KN: KN's variant sentence." in text
 
 

@@ -90,19 +90,25 @@ def metric_cell(metrics_root: Path, method: str, suite: str, metric: str, option
 
 def separation(metrics_root: Path, suite: str, metric: str, options: ReportOptions) -> list[str]:
     """For each pair of our methods with rows for `metric`: the paired difference and the number of records
-    at which its interval would exclude 0 (where it does not already)."""
+    at which its interval would exclude 0 (where it does not already). Pairs with nothing to scale from are
+    summed up in one clause each (no observed difference: named; one shared record: counted), so that a
+    caption over nine methods' 36 pairs stays readable."""
     have = [m for m in options.methods if metric in load_rows(metrics_root, m, suite)]
-    texts = []
+    texts, tied, single = [], [], 0
     for i, a in enumerate(have):
         for b in have[i + 1 :]:
             rows_a, rows_b = (load_rows(metrics_root, m, suite)[metric] for m in (a, b))
             diff = paired_difference(rows_a, rows_b, options.bootstrap.resamples, options.bootstrap.seed)
             needed = separating_n(diff)
-            if needed is None:  # below two records, or (from two on) no difference at all
-                verdict = "one shared record, no spread to scale from" if diff.n < 2 else "no observed difference"
-            elif diff.excludes_zero():
-                verdict = f"separated at n = {diff.n}"
+            if needed is None and diff.n < 2:  # a one-record interval is the point itself
+                single += 1
+            elif needed is None:  # from two records on: no difference at all
+                tied.append(f"{a}−{b}")
             else:
-                verdict = f"separates at n ≈ {needed}"
-            texts.append(f"{a}−{b} {'+' if diff.value >= 0 else ''}{number(diff.value)}: {verdict}")
+                verdict = f"separated at n = {diff.n}" if diff.excludes_zero() else f"separates at n ≈ {needed}"
+                texts.append(f"{a}−{b} {'+' if diff.value >= 0 else ''}{number(diff.value)}: {verdict}")
+    if tied:
+        texts.append("no observed difference: " + ", ".join(tied))
+    if single:
+        texts.append(f"{single} pair{'s' if single > 1 else ''} on one shared record each, no spread to scale from")
     return texts
