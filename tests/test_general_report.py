@@ -48,6 +48,28 @@ def test_rows_hold_every_task_scorer_and_point_with_the_unedited_start() -> None
     assert wiki["value"] == pytest.approx(math.exp(2.5), rel=1e-5)
 
 
+def test_every_point_after_the_unedited_one_carries_its_paired_change() -> None:
+    rows = run_rows("FT", "sequential", UNEDITED, RUN, RESAMPLING)
+    assert all(r["change"] is None for r in rows if r["edits"] == 0 or r["scorer"] == "diagnostic")
+    # every ME-PPL sentence is 1, 2 then 2 higher: a paired interval is the point itself, where the two
+    # unpaired intervals overlap almost entirely
+    mean = {r["edits"]: r for r in rows if (r["task"], r["metric"]) == ("me_ppl", "mean")}
+    assert (mean[1]["change"], mean[1]["change_low"], mean[1]["change_high"]) == (1.0, 1.0, 1.0)
+    assert (mean[2]["change"], mean[2]["change_low"], mean[2]["change_high"]) == (2.0, 2.0, 2.0)
+    assert mean[2]["ci_low"] < mean[0]["value"]
+    wiki = next(r for r in rows if r["task"] == "wikitext2" and r["edits"] == 2)
+    assert wiki["change"] == pytest.approx(math.exp(2.5) - math.exp(1.5), rel=1e-5)
+    sst2 = next(r for r in rows if (r["task"], r["scorer"], r["edits"]) == ("sst2", "gu", 2))
+    assert (sst2["change"], sst2["change_low"], sst2["change_high"]) == (0.0, 0.0, 0.0)  # the same generations
+
+
+def test_a_point_scored_on_other_examples_has_no_paired_change() -> None:
+    other = point([2.0, 3.0])
+    other["tasks"] = {**TASK_ROWS, "sst2": [{**TASK_ROWS["sst2"][0], "id": "7"}, TASK_ROWS["sst2"][1]]}
+    with pytest.raises(ValueError, match="sst2: the examples differ"):
+        run_rows("FT", "sequential", UNEDITED, {**RUN, "checkpoints": {"2": other}}, RESAMPLING)
+
+
 def test_flat_metrics_name_mode_edits_task_scorer_metric_and_count() -> None:
     metrics = flat_metrics(run_rows("FT", "sequential", UNEDITED, RUN, RESAMPLING))
     assert metrics["sequential_002_sst2_gu_accuracy"] == 0.5
@@ -82,12 +104,18 @@ def test_figure4_findings_verdicts() -> None:
 
     degrades = Finding(id="D", claim="X degrades", method="X", expect="degrades", edits=10)
     stable = Finding(id="S", claim="X is stable", method="X", expect="stable", edits=40)
-    low = {"value": 0.1, "ci_low": 0.0, "ci_high": 0.3, "n": 50}
-    same = {"value": 0.6, "ci_low": 0.45, "ci_high": 0.75, "n": 50}
-    assert verdict(degrades, 0.6, low, 10) == "supported" and verdict(stable, 0.6, low, 10) == "contradicted"
+    # paired changes from an unedited 0.6 on 50 examples
+    fell = {"value": 0.1, "ci_low": 0.0, "ci_high": 0.3, "change": -0.5, "change_low": -0.7, "change_high": -0.3, "n": 50}
+    same = {"value": 0.6, "ci_low": 0.45, "ci_high": 0.75, "change": 0.0, "change_low": 0.0, "change_high": 0.0, "n": 50}
+    # one example of ten lost at a ceiling: its own interval excludes the unedited 1.0, the paired change does not
+    one_lost = {"value": 0.9, "ci_low": 0.555, "ci_high": 0.997, "change": -0.1, "change_low": -0.3, "change_high": 0.0, "n": 10}
+    assert verdict(degrades, 0.6, fell, 10) == "supported" and verdict(stable, 0.6, fell, 10) == "contradicted"
     assert verdict(stable, 0.6, same, 10) == "supported" and verdict(degrades, 0.6, same, 10) == "contradicted"
-    assert verdict(degrades, 0.6, {**low, "n": 4}, 10).startswith("undecided at n = 4")
+    assert verdict(stable, 1.0, one_lost, 10) == "supported" and verdict(degrades, 1.0, one_lost, 10) == "undecided"
+    assert verdict(degrades, 0.6, {**fell, "n": 4}, 10).startswith("undecided at n = 4")
+    floor = {**same, "value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert verdict(degrades, 0.0, floor, 10).startswith("uninformative") and verdict(stable, 0.0, floor, 10).startswith("uninformative")
     rows = run_rows("ROME", "sequential", UNEDITED, RUN, RESAMPLING)
     text = to_markdown([Finding(id="R", claim="ROME degrades", method="ROME", expect="degrades", edits=10), degrades], rows, "m", 10)
-    assert "| R | ROME degrades | sst2 | 10 | 2 | 0.500 | 0.500 [" in text
+    assert "| R | ROME degrades | sst2 | 10 | 2 | 0.500 | 0.500 [0.013, 0.987] | +0.000 [+0.000, +0.000] | 2 |" in text
     assert "not run (X has no chain here)" in text

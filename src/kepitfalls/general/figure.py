@@ -30,9 +30,11 @@ NOTE = (
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The tidy rows with their numbers parsed; a change column left empty (the unedited point) is None."""
     with open(path, encoding="utf-8", newline="") as handle:
         return [
-            {**row, "edits": int(row["edits"]), "n": int(row["n"]), **{k: float(row[k]) for k in ("value", "ci_low", "ci_high")}}
+            {**row, "edits": int(row["edits"]), "n": int(row["n"]), **{k: float(row[k]) for k in ("value", "ci_low", "ci_high")},
+             **{k: float(row[k]) if row[k] != "" else None for k in ("change", "change_low", "change_high")}}
             for row in csv.DictReader(handle)
         ]
 
