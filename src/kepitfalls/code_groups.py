@@ -44,7 +44,7 @@ GROUPS: dict[str, list[str]] = {
     ],
     # a cell edits, then scores its deltas; IKE embeds each edit's query (SERAC: its memory keys)
     "cell": ["stages/cell.py", "src/kepitfalls/metrics/records.py", *_EDITING, *_FANOUT, "src/kepitfalls/encoder.py"],
-    "chain": ["stages/chain.py", *_EDITING, "src/kepitfalls/workers.py", *_CHAIN],
+    "chain": ["stages/chain.py", *_EDITING, "src/kepitfalls/workers.py", "src/kepitfalls/ray_fanout.py", *_CHAIN],  # batch mode fans out
     "general": ["stages/general.py", *_EDITING, *_FANOUT, *_CHAIN, *_GENERAL_TASKS],  # its points fan out (general/run.py)
 }
 
