@@ -2,7 +2,8 @@
 
 Prompt and target are tokenised separately and concatenated as ids: `ids(prompt) + ids(" " + target)`.
 Each prompt of a batch is computed once; its targets continue from its cached keys and values, and logits are
-computed only at the positions that are read. The reference code re-tokenises `f"{prompt} {target}"` and then reads positions computed from the separate
+computed only at the positions that are read. Prompts are batched with others of similar length
+(`batching.length_batches`): padding costs as much as a real token. The reference code re-tokenises `f"{prompt} {target}"` and then reads positions computed from the separate
 tokenisations; for GPT-2-style BPE the two agree, and concatenating ids keeps the positions right for any
 tokenizer, including ones that add a BOS token (where the reference is off by one).
 """
@@ -15,6 +16,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from kepitfalls.scoring.batching import length_batches
 from kepitfalls.scoring.router import in_order, route
 from kepitfalls.tokens import padded, prompt_ids, target_ids
 
@@ -116,13 +118,16 @@ def _score_prompts(
     targets: Sequence[Sequence[str]],
     batch_size: int,
 ) -> list[PromptScores]:
-    """`score_prompts` on prompts already routed (`model` may be a router's `PrefixCachedModel`)."""
-    results: list[PromptScores] = []
-    for start in _batches(len(prompts), batch_size):
-        prefixes = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
-        answers = [[target_ids(tokenizer, t) for t in ts] for ts in targets[start : start + batch_size]]
-        results.extend(_prompt_batch(model, tokenizer.pad_token_id, prefixes, answers))
-    return results
+    """`score_prompts` on prompts already routed (`model` may be a router's `PrefixCachedModel`), in batches
+    of similar length (`length_batches`), the results in the prompts' order."""
+    prefixes = [prompt_ids(tokenizer, p) for p in prompts]
+    answers = [[target_ids(tokenizer, t) for t in ts] for ts in targets]
+    results: list[PromptScores | None] = [None] * len(prompts)
+    for batch in length_batches(prefixes, answers, batch_size):
+        scored = _prompt_batch(model, tokenizer.pad_token_id, [prefixes[i] for i in batch], [answers[i] for i in batch])
+        for i, result in zip(batch, scored):
+            results[i] = result
+    return results  # type: ignore[return-value]
 
 
 def score_prompts(
