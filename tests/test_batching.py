@@ -72,8 +72,8 @@ def test_scores_come_back_in_the_prompts_order_from_several_batches(tiny_llama_l
     monkeypatch.setattr(batching, "PASS_COST_TOKENS", 0)
     assert len(batching.length_batches([P.prompt_ids(lm.tokenizer, p) for p in prompts], [[[0]]] * 4, 32)) == 4
     apart = P.score_prompts(lm.model, lm.tokenizer, prompts, targets)
-    for prompt, a, b in zip(prompts, together, apart):
-        alone = P.score_prompts(lm.model, lm.tokenizer, [prompt], [targets[prompts.index(prompt)]])[0]
+    for prompt, prompt_targets, a, b in zip(prompts, targets, together, apart):
+        alone = P.score_prompts(lm.model, lm.tokenizer, [prompt], [prompt_targets])[0]
         for result in (a, b):
             assert [f.target_ids for f in result.forced] == [f.target_ids for f in alone.forced]
             for f, g in zip(result.forced, alone.forced):
